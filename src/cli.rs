@@ -1,0 +1,166 @@
+//! The command line (clap derive). Flags follow the Prometheus exporter conventions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// A network monitor and Prometheus exporter.
+///
+/// Without a command, `netmon` runs `serve`.
+#[derive(Debug, Parser)]
+#[command(name = "netmon", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options of `serve`, accepted without the command name too.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Logging options.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the monitor and serve /metrics (the default).
+    Serve(ServeArgs),
+    /// Work with configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `netmon config ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a configuration file: exit 0 when valid, 1 with every error listed.
+    Check {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+/// Options of `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Configuration file (default: ./netmon.yml if present, else the built-in default).
+    #[arg(
+        long = "config.file",
+        short = 'c',
+        visible_alias = "config",
+        value_name = "FILE",
+        global = true
+    )]
+    pub config_file: Option<PathBuf>,
+    /// Address for /metrics and the other endpoints; `:PORT` listens on every interface.
+    #[arg(
+        long = "web.listen-address",
+        value_name = "ADDR",
+        default_value = ":9855",
+        global = true
+    )]
+    pub listen_address: String,
+    /// Path under which metrics are served.
+    #[arg(
+        long = "web.telemetry-path",
+        value_name = "PATH",
+        default_value = "/metrics",
+        global = true
+    )]
+    pub telemetry_path: String,
+    /// Most probes running at once, across all services.
+    #[arg(
+        long = "probes.max-in-flight",
+        value_name = "N",
+        default_value_t = 1024,
+        global = true
+    )]
+    pub max_in_flight: usize,
+}
+
+/// Logging options.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Least severe level logged.
+    #[arg(long = "log.level", value_enum, default_value = "info", global = true)]
+    pub level: LogLevel,
+    /// Log line format.
+    #[arg(long = "log.format", value_enum, default_value = "text", global = true)]
+    pub format: LogFormat,
+}
+
+/// Log levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// Start-up, reloads, first results and state changes.
+    Info,
+    /// Every probe result.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl LogLevel {
+    /// The level's name for tracing's filter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_flags_work_with_and_without_the_command() {
+        let a = Cli::try_parse_from([
+            "netmon",
+            "--config.file",
+            "x.yml",
+            "--web.listen-address",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        assert!(a.command.is_none());
+        assert_eq!(a.serve.config_file.unwrap(), PathBuf::from("x.yml"));
+        let b = Cli::try_parse_from(["netmon", "serve", "-c", "y.yml"]).unwrap();
+        let Some(Command::Serve(s)) = b.command else {
+            panic!("serve expected")
+        };
+        assert_eq!(s.config_file.unwrap(), PathBuf::from("y.yml"));
+        let c = Cli::try_parse_from(["netmon", "--config", "z.yml"]).unwrap();
+        assert_eq!(c.serve.config_file.unwrap(), PathBuf::from("z.yml"));
+    }
+}

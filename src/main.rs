@@ -1,0 +1,62 @@
+//! The `netmon` binary: parse the command line, start logging, run one command, and turn its
+//! error into a message and an exit code.
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+use netmon::cli::{Cli, Command, ConfigCommand};
+use netmon::config::{self, LoadError};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    netmon::install_crypto_provider();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("netmon: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(shell, &mut Cli::command(), "netmon", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Config(ConfigCommand::Check { file })) => {
+            Ok(match config::load_file(&file) {
+                Ok(c) => {
+                    let n = c.services().count();
+                    println!(
+                        "{}: valid, {} target(s), {} service(s)",
+                        file.display(),
+                        c.targets.len(),
+                        n
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(LoadError::Invalid(errors)) => {
+                    eprintln!("{errors}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("netmon: {e}");
+                    ExitCode::FAILURE
+                }
+            })
+        }
+        Some(Command::Serve(args)) => serve(cli.log, args),
+        None => serve(cli.log, cli.serve),
+    }
+}
+
+fn serve(log: netmon::cli::LogArgs, args: netmon::cli::ServeArgs) -> anyhow::Result<ExitCode> {
+    netmon::logging::init(log.level, log.format, std::io::stdout);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(netmon::serve::run(args))?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,411 @@
+//! The metric registry: the common probe families, build info, reload gauges, scheduler
+//! lateness and the standard `process_*` metrics.
+//!
+//! Families are registered once, at start-up. Each service fetches its own handles
+//! ([`ServiceMetrics`]) when it starts, so a probe result updates atomics and never takes the
+//! family lock a scrape holds while encoding; the series are removed when the service stops.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::probe::{ProbeMetrics, Reason};
+
+/// A series' labels: `host`, `protocol`, `service`, then the configured labels in name order.
+pub type Labels = Vec<(String, String)>;
+
+/// A float gauge.
+pub type FGauge = Gauge<f64, AtomicU64>;
+
+/// `labels` plus one more pair, for families such as `{reason}` or `{phase}`.
+pub fn with_label(labels: &Labels, name: &str, value: &str) -> Labels {
+    let mut l = Vec::with_capacity(labels.len() + 1);
+    l.extend(labels.iter().cloned());
+    l.push((name.to_string(), value.to_string()));
+    l
+}
+
+/// The common families every probe writes through the runner.
+#[derive(Debug, Clone, Default)]
+pub struct Common {
+    up: Family<Labels, FGauge>,
+    latency: Family<Labels, FGauge>,
+    duration: Family<Labels, FGauge>,
+    probes: Family<Labels, Counter>,
+    failures: Family<Labels, Counter>,
+    last: Family<Labels, FGauge>,
+}
+
+/// One service's handles into the common families.
+#[derive(Debug, Clone)]
+pub struct ServiceMetrics {
+    labels: Labels,
+    common: Common,
+    /// `netmon_up`.
+    pub up: FGauge,
+    /// `netmon_latency_seconds`.
+    pub latency: FGauge,
+    /// `netmon_probe_duration_seconds`.
+    pub duration: FGauge,
+    /// `netmon_probes_total`.
+    pub probes: Counter,
+    /// `netmon_last_probe_timestamp_seconds`.
+    pub last: FGauge,
+}
+
+impl ServiceMetrics {
+    /// Counts one failure for `reason`.
+    pub fn failed(&self, reason: Reason) {
+        self.common
+            .failures
+            .get_or_create(&with_label(&self.labels, "reason", reason.as_str()))
+            .inc();
+    }
+
+    /// Removes every series of this service from the common families.
+    pub fn remove(&self) {
+        let c = &self.common;
+        for f in [&c.up, &c.latency, &c.duration, &c.last] {
+            f.remove(&self.labels);
+        }
+        c.probes.remove(&self.labels);
+        for r in Reason::ALL {
+            c.failures
+                .remove(&with_label(&self.labels, "reason", r.as_str()));
+        }
+    }
+
+    /// The service's label set.
+    pub fn labels(&self) -> &Labels {
+        &self.labels
+    }
+}
+
+/// Everything registered: the encoder reads `registry`, the rest is written by the monitor.
+#[derive(Debug)]
+pub struct Metrics {
+    /// The registry `/metrics` encodes.
+    pub registry: Registry,
+    /// Common probe families.
+    pub common: Common,
+    /// Protocol-specific families.
+    pub probe: ProbeMetrics,
+    /// `netmon_config_last_reload_successful`.
+    pub reload_ok: Gauge,
+    /// `netmon_config_last_reload_success_timestamp_seconds`.
+    pub reload_time: FGauge,
+    /// `netmon_scheduler_lateness_seconds`: how late probes start against their plan.
+    pub lateness: Histogram,
+    /// `netmon_probes_in_flight`.
+    pub in_flight: Gauge,
+}
+
+impl Metrics {
+    /// Registers every family.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(ProcessCollector));
+        let common = Common::default();
+        let reload_ok = Gauge::default();
+        let reload_time = FGauge::default();
+        let lateness = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        let in_flight = Gauge::default();
+        let ns = registry.sub_registry_with_prefix("netmon");
+        ns.register(
+            "up",
+            "Whether the last probe of the service succeeded (1) or not (0)",
+            common.up.clone(),
+        );
+        ns.register_with_unit(
+            "latency",
+            "Latency of the last successful probe; what it measures depends on the protocol",
+            Unit::Seconds,
+            common.latency.clone(),
+        );
+        ns.register_with_unit(
+            "probe_duration",
+            "Wall time of the last probe, failed or not",
+            Unit::Seconds,
+            common.duration.clone(),
+        );
+        ns.register("probes", "Probes run", common.probes.clone());
+        ns.register(
+            "probe_failures",
+            "Failed probes by reason",
+            common.failures.clone(),
+        );
+        ns.register_with_unit(
+            "last_probe_timestamp",
+            "Unix time when the last probe finished",
+            Unit::Seconds,
+            common.last.clone(),
+        );
+        ns.register(
+            "build",
+            "netmon version and git revision",
+            Info::new(vec![
+                ("version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+                (
+                    "revision".to_string(),
+                    option_env!("NETMON_GIT_REVISION")
+                        .unwrap_or("unknown")
+                        .to_string(),
+                ),
+            ]),
+        );
+        ns.register(
+            "config_last_reload_successful",
+            "Whether the last configuration load or reload succeeded",
+            reload_ok.clone(),
+        );
+        ns.register_with_unit(
+            "config_last_reload_success_timestamp",
+            "Unix time of the last successful configuration load",
+            Unit::Seconds,
+            reload_time.clone(),
+        );
+        ns.register_with_unit(
+            "scheduler_lateness",
+            "How late probes start against their planned time",
+            Unit::Seconds,
+            lateness.clone(),
+        );
+        ns.register("probes_in_flight", "Probes running now", in_flight.clone());
+        let probe = ProbeMetrics::register(ns);
+        Metrics {
+            registry,
+            common,
+            probe,
+            reload_ok,
+            reload_time,
+            lateness,
+            in_flight,
+        }
+    }
+
+    /// Creates a service's series (so they exist before its first result) and returns handles.
+    pub fn service(&self, labels: Labels) -> ServiceMetrics {
+        let c = &self.common;
+        ServiceMetrics {
+            up: c.up.get_or_create_owned(&labels),
+            latency: c.latency.get_or_create_owned(&labels),
+            duration: c.duration.get_or_create_owned(&labels),
+            probes: c.probes.get_or_create_owned(&labels),
+            last: c.last.get_or_create_owned(&labels),
+            common: c.clone(),
+            labels,
+        }
+    }
+
+    /// Records a (re)load: success sets the timestamp too.
+    pub fn reloaded(&self, ok: bool) {
+        self.reload_ok.set(i64::from(ok));
+        if ok {
+            self.reload_time.set(unix_now());
+        }
+    }
+
+    /// Encodes in the Prometheus text format (0.0.4) or OpenMetrics.
+    pub fn encode(&self, openmetrics: bool) -> Result<String, std::fmt::Error> {
+        let mut out = String::with_capacity(64 * 1024);
+        if openmetrics {
+            prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        } else {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
+        }
+        Ok(out)
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Seconds since the Unix epoch, as a float.
+pub fn unix_now() -> f64 {
+    unix(SystemTime::now())
+}
+
+/// `t` as float seconds since the Unix epoch.
+pub fn unix(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs_f64()
+}
+
+/// The standard `process_*` metrics, read from `/proc/self` at scrape time (Linux).
+#[derive(Debug)]
+struct ProcessCollector;
+
+#[derive(Debug, Default)]
+struct ProcessStats {
+    cpu_seconds: f64,
+    resident: f64,
+    virtual_bytes: f64,
+    start_time: f64,
+    open_fds: f64,
+    max_fds: f64,
+    threads: f64,
+}
+
+/// USER_HZ: the unit of the CPU times in `/proc/self/stat`, fixed at 100 by the Linux ABI.
+const CLOCK_TICKS: f64 = 100.0;
+
+/// A `kB` field of `/proc/self/status`, in bytes; this avoids assuming a page size.
+fn status_kb(status: &str, key: &str) -> f64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb * 1024.0)
+}
+
+fn read_process_stats() -> Option<ProcessStats> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the `(comm)`, which may itself contain spaces or parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let num = |i: usize| f.get(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    // Indices are field number - 3 (proc(5): state is field 3).
+    let utime = num(11);
+    let stime = num(12);
+    let threads = num(17);
+    let starttime = num(19);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines().find_map(|l| {
+            l.strip_prefix("btime ")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+    })?;
+    let open_fds = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count() as f64)
+        .unwrap_or(0.0);
+    let max_fds = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(3)
+                        .and_then(|v| v.parse::<f64>().ok())
+                })
+        })
+        .unwrap_or(0.0);
+    Some(ProcessStats {
+        cpu_seconds: (utime + stime) / CLOCK_TICKS,
+        resident: status_kb(&status, "VmRSS:"),
+        virtual_bytes: status_kb(&status, "VmSize:"),
+        start_time: boot + starttime / CLOCK_TICKS,
+        open_fds,
+        max_fds,
+        threads,
+    })
+}
+
+impl prometheus_client::collector::Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(s) = read_process_stats() else {
+            return Ok(());
+        };
+        let counter = ConstCounter::new(s.cpu_seconds);
+        counter.encode(encoder.encode_descriptor(
+            "process_cpu",
+            "Total user and system CPU time spent in seconds",
+            Some(&Unit::Seconds),
+            MetricType::Counter,
+        )?)?;
+        let gauges: [(&str, &str, Option<Unit>, f64); 6] = [
+            (
+                "process_resident_memory",
+                "Resident memory size in bytes",
+                Some(Unit::Bytes),
+                s.resident,
+            ),
+            (
+                "process_virtual_memory",
+                "Virtual memory size in bytes",
+                Some(Unit::Bytes),
+                s.virtual_bytes,
+            ),
+            (
+                "process_start_time",
+                "Start time of the process since unix epoch in seconds",
+                Some(Unit::Seconds),
+                s.start_time,
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors",
+                None,
+                s.open_fds,
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                None,
+                s.max_fds,
+            ),
+            (
+                "process_threads",
+                "Number of OS threads in the process",
+                None,
+                s.threads,
+            ),
+        ];
+        for (name, help, unit, value) in gauges {
+            ConstGauge::new(value).encode(encoder.encode_descriptor(
+                name,
+                help,
+                unit.as_ref(),
+                MetricType::Gauge,
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Shared handle to the metrics.
+pub type SharedMetrics = Arc<Metrics>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removing_a_service_removes_every_series() {
+        let m = Metrics::new();
+        let labels: Labels = vec![
+            ("host".into(), "h".into()),
+            ("protocol".into(), "tcp".into()),
+            ("service".into(), "tcp:1".into()),
+        ];
+        let s = m.service(labels);
+        s.up.set(1.0);
+        s.failed(Reason::Refused);
+        let text = m.encode(false).unwrap();
+        assert!(
+            text.contains("netmon_up{host=\"h\",protocol=\"tcp\",service=\"tcp:1\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("reason=\"refused\"} 1"), "{text}");
+        s.remove();
+        let text = m.encode(false).unwrap();
+        assert!(!text.contains("host=\"h\""), "{text}");
+        assert!(text.contains("process_cpu_seconds_total"), "{text}");
+        assert!(text.contains("netmon_build_info{version="), "{text}");
+    }
+}

@@ -1,0 +1,358 @@
+//! Probes: one file per protocol behind one shape.
+//!
+//! A probe measures and decides; the runner (`crate::runner`) does what every probe shares:
+//! the timeout, timing, `netmon_up`, latency, counters, the failure reason and the UP/DOWN log
+//! line. Adding a protocol is one new file here plus one line in each list below (the `mod`
+//! lines, [`Protocol`], [`Options`], [`ProbeMetrics`] and [`build`]).
+//!
+//! Each `x.rs` holds, in order: its `Options` (serde, `deny_unknown_fields`, validated while
+//! the config is read), its `Metrics` (registered once per registry), the probe type with its
+//! `impl Probe`, then tests against a fake server started by the test.
+
+pub mod resolve;
+pub mod tcp;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
+use crate::metrics::Labels;
+
+/// The protocols netmon knows by name. Names are case-insensitive in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    /// HTTP request, `http://host/` by default.
+    Http,
+    /// HTTP over TLS, with certificate checks.
+    Https,
+    /// ICMP echo (ping).
+    Icmp,
+    /// A DNS query sent to the target as the server.
+    Dns,
+    /// An NTP query.
+    Ntp,
+    /// A TCP connect, optionally with a banner check.
+    Tcp,
+    /// A UDP request/response check.
+    Udp,
+    /// Our own UDP echo protocol (the seed's bare `UDP` with no port).
+    Echo,
+}
+
+impl Protocol {
+    /// Every protocol, in the order they are documented.
+    pub const ALL: [Protocol; 8] = [
+        Protocol::Http,
+        Protocol::Https,
+        Protocol::Icmp,
+        Protocol::Dns,
+        Protocol::Ntp,
+        Protocol::Tcp,
+        Protocol::Udp,
+        Protocol::Echo,
+    ];
+
+    /// The lowercase name used in the config and in the `protocol` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Https => "https",
+            Protocol::Icmp => "icmp",
+            Protocol::Dns => "dns",
+            Protocol::Ntp => "ntp",
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Echo => "echo",
+        }
+    }
+
+    /// Parses a protocol name, ignoring case.
+    pub fn from_name(name: &str) -> Option<Protocol> {
+        Protocol::ALL
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(name))
+    }
+
+    /// Whether this build can probe the protocol; the config refuses the others by name.
+    pub fn is_supported(self) -> bool {
+        matches!(self, Protocol::Tcp)
+    }
+
+    /// Whether `NAME:PORT` and a `port:` option make sense for this protocol.
+    pub fn takes_port(self) -> bool {
+        !matches!(self, Protocol::Icmp)
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a probe failed: the `reason` label of `netmon_probe_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// No answer within the timeout.
+    Timeout,
+    /// The peer refused: TCP RST or ICMP port unreachable.
+    Refused,
+    /// No route to the host or network.
+    Unreachable,
+    /// The host name could not be resolved.
+    Dns,
+    /// The TLS handshake or certificate verification failed.
+    Tls,
+    /// An HTTP status, DNS rcode or NTP state outside what is expected.
+    Status,
+    /// An answer arrived but did not match what was expected (regex, echo bytes).
+    Mismatch,
+    /// The HTTP body failed its checks or could not be read.
+    Body,
+    /// Too many packets were lost.
+    Loss,
+    /// The peer spoke the protocol wrongly (malformed reply).
+    Protocol,
+    /// Any other socket error.
+    Io,
+}
+
+impl Reason {
+    /// Every reason, so a service's series can all be removed when it goes.
+    pub const ALL: [Reason; 11] = [
+        Reason::Timeout,
+        Reason::Refused,
+        Reason::Unreachable,
+        Reason::Dns,
+        Reason::Tls,
+        Reason::Status,
+        Reason::Mismatch,
+        Reason::Body,
+        Reason::Loss,
+        Reason::Protocol,
+        Reason::Io,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Timeout => "timeout",
+            Reason::Refused => "refused",
+            Reason::Unreachable => "unreachable",
+            Reason::Dns => "dns",
+            Reason::Tls => "tls",
+            Reason::Status => "status",
+            Reason::Mismatch => "mismatch",
+            Reason::Body => "body",
+            Reason::Loss => "loss",
+            Reason::Protocol => "protocol",
+            Reason::Io => "io",
+        }
+    }
+
+    /// Maps a socket error to a reason.
+    pub fn from_io(e: &std::io::Error) -> Reason {
+        use std::io::ErrorKind as K;
+        match e.kind() {
+            K::ConnectionRefused | K::ConnectionReset => Reason::Refused,
+            K::TimedOut => Reason::Timeout,
+            K::HostUnreachable | K::NetworkUnreachable | K::AddrNotAvailable => Reason::Unreachable,
+            _ => match e.raw_os_error() {
+                Some(libc::EHOSTUNREACH) | Some(libc::ENETUNREACH) | Some(libc::EHOSTDOWN) => {
+                    Reason::Unreachable
+                }
+                _ => Reason::Io,
+            },
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a successful probe measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Success {
+    /// The protocol's latency (see the table in the README).
+    pub latency: Duration,
+}
+
+/// Why a probe failed, with the detail for the log and the landing page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// The failure class.
+    pub reason: Reason,
+    /// A lowercase, human sentence: what happened.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure of `reason` with `message`.
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Failure {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// A failure from a socket error, classified by [`Reason::from_io`].
+    pub fn io(context: &str, e: &std::io::Error) -> Self {
+        Failure::new(Reason::from_io(e), format!("{context}: {e}"))
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason, self.message)
+    }
+}
+
+/// The result of one probe.
+pub type Outcome = Result<Success, Failure>;
+
+/// What a probe is pointed at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The host as configured: a name or an IP literal.
+    pub host: String,
+}
+
+/// A configured probe, ready to run.
+pub trait Probe: fmt::Debug + Send + Sync + 'static {
+    /// Probes `target` once. The runner applies the timeout by dropping this future, so it must
+    /// hold no state that outlives a drop.
+    fn run<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Outcome>;
+
+    /// Removes the protocol's own series (the runner removes the common ones) when the
+    /// service is stopped for good.
+    fn forget(&self) {}
+}
+
+/// A protocol's options as validated from the config, one variant per protocol.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Options {
+    /// `tcp` options.
+    Tcp(tcp::Options),
+}
+
+/// A problem with a service's options, located by the config loader.
+#[derive(Debug)]
+pub struct OptionsError {
+    /// What is wrong.
+    pub message: String,
+    /// Where, if the deserializer knew.
+    pub line_col: Option<(usize, usize)>,
+}
+
+impl OptionsError {
+    /// An error about the whole service mapping.
+    pub fn whole(message: impl Into<String>) -> Self {
+        OptionsError {
+            message: message.into(),
+            line_col: None,
+        }
+    }
+}
+
+fn from_node<T: serde::de::DeserializeOwned>(node: &marked_yaml::Node) -> Result<T, OptionsError> {
+    marked_yaml::from_node::<T>(node).map_err(|e| {
+        let line_col = e.start_mark().map(|m| (m.line(), m.column()));
+        let message = match &*e {
+            marked_yaml::Error::UnknownFieldError(field, expected, _) => format!(
+                "unknown option `{field}`{}; valid options here: {}",
+                crate::config::did_you_mean(field, expected.iter().copied()),
+                expected.join(", ")
+            ),
+            other => lowercase_first(&other.to_string()),
+        };
+        OptionsError { message, line_col }
+    })
+}
+
+fn lowercase_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// Parses and validates the protocol-specific options of one service. `node` is the service's
+/// mapping with the common keys (`type`, `name`, `interval`, `timeout`) already taken out.
+pub fn parse_options(
+    protocol: Protocol,
+    node: &marked_yaml::Node,
+) -> Result<Options, OptionsError> {
+    let options = match protocol {
+        Protocol::Tcp => Options::Tcp(from_node(node)?),
+        other => {
+            return Err(OptionsError::whole(format!(
+                "protocol `{other}` is not supported yet by this build of netmon; supported: {}",
+                supported_names().join(", ")
+            )));
+        }
+    };
+    options.validate().map_err(OptionsError::whole)?;
+    Ok(options)
+}
+
+/// Names of the protocols this build can probe.
+pub fn supported_names() -> Vec<&'static str> {
+    Protocol::ALL
+        .into_iter()
+        .filter(|p| p.is_supported())
+        .map(Protocol::as_str)
+        .collect()
+}
+
+impl Options {
+    /// Checks what serde cannot: required fields, value ranges, combinations.
+    fn validate(&self) -> Result<(), String> {
+        match self {
+            Options::Tcp(o) => o.validate(),
+        }
+    }
+
+    /// The port the service talks to, for the `service` label (`tcp:22`).
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            Options::Tcp(o) => o.port,
+        }
+    }
+}
+
+/// Every protocol's own metric families, registered once per registry. A protocol with only
+/// the common families (tcp) has no field here.
+#[derive(Debug, Clone)]
+pub struct ProbeMetrics {}
+
+impl ProbeMetrics {
+    /// Registers every protocol's families under `registry` (already prefixed `netmon`).
+    pub fn register(_registry: &mut Registry) -> Self {
+        ProbeMetrics {}
+    }
+}
+
+/// What [`build`] gets besides the options.
+#[derive(Debug)]
+pub struct Context<'a> {
+    /// The service's label set: host, protocol, service, then configured labels.
+    pub labels: &'a Labels,
+    /// The protocol families.
+    pub metrics: &'a ProbeMetrics,
+}
+
+/// Builds the probe for a service from its validated options.
+pub fn build(options: &Options, ctx: &Context<'_>) -> Arc<dyn Probe> {
+    match options {
+        Options::Tcp(o) => Arc::new(tcp::TcpProbe::new(o.clone(), ctx)),
+    }
+}

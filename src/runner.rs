@@ -1,0 +1,507 @@
+//! The scheduler: one tokio task per (target, service).
+//!
+//! Each task runs its probe on absolute deadlines (`first + k * interval`, skipping missed
+//! ones, so nothing drifts over hours), under a timeout, behind a global cap on probes in
+//! flight. The first round is spread over a few seconds by a hash of the service's identity,
+//! and later rounds over the whole interval, so thousands of services never fire at once and
+//! a restart keeps each one's phase. What every probe shares is done here once: the timeout,
+//! timing, the common metrics, the status shown on `/` and the UP/DOWN log lines.
+//!
+//! [`Monitor::apply`] reconciles the running tasks with a new config: unchanged services keep
+//! running (and their counters), removed ones stop and their series vanish, new ones start.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span};
+
+use crate::config::{Config, Service};
+use crate::metrics::{Labels, Metrics, ServiceMetrics, unix_now};
+use crate::probe::{self, Failure, Outcome, Probe, Reason, Target};
+
+/// How long the first round of probes is spread over after start or reload.
+pub const FIRST_ROUND_SPREAD: Duration = Duration::from_secs(5);
+
+/// A service's identity: host and `service` label.
+pub type ServiceKey = (String, String);
+
+/// What the landing page and the console show about a service.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StatusView {
+    /// `None` until the first result.
+    pub up: Option<bool>,
+    /// Latency of the last successful probe.
+    pub latency: Option<Duration>,
+    /// The last failure, kept after recovery until the next failure replaces it.
+    pub last_error: Option<String>,
+    /// Whether the last probe failed (so `last_error` is current).
+    pub failing: bool,
+    /// When the last probe finished.
+    pub last_check: Option<SystemTime>,
+}
+
+/// Shared between a service task and the readers of its status.
+#[derive(Debug, Default)]
+pub struct Status {
+    view: Mutex<StatusView>,
+    paused: AtomicBool,
+}
+
+impl Status {
+    /// A copy of the current view.
+    pub fn view(&self) -> StatusView {
+        self.view.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Whether probing is paused.
+    pub fn paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+}
+
+/// One row of [`Monitor::status`].
+#[derive(Debug, Clone)]
+pub struct ServiceStatus {
+    /// The service's config.
+    pub service: Service,
+    /// Whether it is paused.
+    pub paused: bool,
+    /// Its last results.
+    pub view: StatusView,
+}
+
+/// What [`Monitor::apply`] changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Services started.
+    pub added: usize,
+    /// Services stopped.
+    pub removed: usize,
+    /// Services whose config changed (restarted).
+    pub changed: usize,
+    /// Services left running untouched.
+    pub kept: usize,
+}
+
+struct Running {
+    service: Service,
+    probe: Arc<dyn Probe>,
+    metrics: ServiceMetrics,
+    status: Arc<Status>,
+    cancel: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+/// The set of running service tasks.
+pub struct Monitor {
+    metrics: Arc<Metrics>,
+    limit: Arc<Semaphore>,
+    services: BTreeMap<ServiceKey, Running>,
+}
+
+impl std::fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor")
+            .field("services", &self.services.len())
+            .finish()
+    }
+}
+
+/// The `host`, `protocol`, `service` labels plus the configured ones.
+pub fn labels_of(service: &Service) -> Labels {
+    let mut l = vec![
+        ("host".to_string(), service.host.clone()),
+        (
+            "protocol".to_string(),
+            service.protocol.as_str().to_string(),
+        ),
+        ("service".to_string(), service.name.clone()),
+    ];
+    l.extend(service.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    l
+}
+
+fn key_of(service: &Service) -> ServiceKey {
+    (service.host.clone(), service.name.clone())
+}
+
+/// Where in `[0, 1)` this service's phase lies: stable across restarts, spread by a hash.
+fn phase_fraction(key: &ServiceKey) -> f64 {
+    // FNV-1a: std's SipHash is randomly keyed per process, and phases must survive restarts.
+    struct Fnv(u64);
+    impl Hasher for Fnv {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            for b in bytes {
+                self.0 ^= u64::from(*b);
+                self.0 = self.0.wrapping_mul(0x100_0000_01b3);
+            }
+        }
+    }
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    key.hash(&mut h);
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The planned start times of a service: the first soon, later ones on a fixed grid.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    next: Instant,
+    anchor: Instant,
+    interval: Duration,
+}
+
+impl Schedule {
+    /// A schedule starting at `now` for a service at `fraction` of its interval.
+    pub fn new(now: Instant, interval: Duration, fraction: f64) -> Self {
+        let first = now + FIRST_ROUND_SPREAD.min(interval).mul_f64(fraction);
+        let anchor = now + interval.mul_f64(fraction);
+        Schedule {
+            next: first,
+            anchor,
+            interval,
+        }
+    }
+
+    /// The next planned start.
+    pub fn next(&self) -> Instant {
+        self.next
+    }
+
+    /// Moves to the first grid point after both the current one and `now`, skipping any that
+    /// were missed (a late probe never causes a burst of catch-up probes).
+    pub fn advance(&mut self, now: Instant) {
+        let after = self.next.max(now);
+        let since = after.saturating_duration_since(self.anchor);
+        let k = (since.as_nanos() / self.interval.as_nanos().max(1)) as u32;
+        let mut t = self.anchor + self.interval * k;
+        while t <= after {
+            t += self.interval;
+        }
+        self.next = t;
+    }
+}
+
+impl Monitor {
+    /// An empty monitor; `max_in_flight` caps concurrent probes across all services.
+    pub fn new(metrics: Arc<Metrics>, max_in_flight: usize) -> Self {
+        Monitor {
+            metrics,
+            limit: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            services: BTreeMap::new(),
+        }
+    }
+
+    /// The metrics this monitor writes.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Reconciles the running services with `config`.
+    pub async fn apply(&mut self, config: &Config) -> Changes {
+        let mut changes = Changes::default();
+        let wanted: BTreeMap<ServiceKey, &Service> =
+            config.services().map(|s| (key_of(s), s)).collect();
+        let stale: Vec<ServiceKey> = self
+            .services
+            .iter()
+            .filter(|(k, r)| wanted.get(*k).is_none_or(|s| **s != r.service))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in stale {
+            if wanted.contains_key(&key) {
+                changes.changed += 1;
+            } else {
+                changes.removed += 1;
+            }
+            self.stop(&key).await;
+        }
+        for (key, service) in wanted {
+            if self.services.contains_key(&key) {
+                changes.kept += 1;
+                continue;
+            }
+            self.start(service.clone());
+        }
+        changes.added = self.services.len() - changes.kept - changes.changed;
+        changes
+    }
+
+    /// Starts one service's task.
+    pub fn start(&mut self, service: Service) {
+        let key = key_of(&service);
+        let labels = labels_of(&service);
+        let metrics = self.metrics.service(labels.clone());
+        let ctx = probe::Context {
+            labels: &labels,
+            metrics: &self.metrics.probe,
+        };
+        let probe = probe::build(&service.options, &ctx);
+        let status = Arc::new(Status::default());
+        let cancel = CancellationToken::new();
+        let task = Task {
+            target: Target {
+                host: service.host.clone(),
+            },
+            timeout: service.timeout,
+            probe: probe.clone(),
+            metrics: metrics.clone(),
+            status: status.clone(),
+            cancel: cancel.clone(),
+            limit: self.limit.clone(),
+            all: self.metrics.clone(),
+        };
+        let span = info_span!(
+            "service",
+            host = %service.host,
+            protocol = %service.protocol,
+            service = %service.name
+        );
+        let schedule = Schedule::new(Instant::now(), service.interval, phase_fraction(&key));
+        let handle = tokio::spawn(task.run(schedule).instrument(span));
+        self.services.insert(
+            key,
+            Running {
+                service,
+                probe,
+                metrics,
+                status,
+                cancel,
+                handle,
+            },
+        );
+    }
+
+    /// Stops a service, waits for its task, and removes its series. False if unknown.
+    pub async fn stop(&mut self, key: &ServiceKey) -> bool {
+        let Some(r) = self.services.remove(key) else {
+            return false;
+        };
+        r.cancel.cancel();
+        let _ = r.handle.await;
+        r.metrics.remove();
+        r.probe.forget();
+        true
+    }
+
+    /// Stops every service.
+    pub async fn stop_all(&mut self) {
+        let keys: Vec<ServiceKey> = self.services.keys().cloned().collect();
+        for k in keys {
+            self.stop(&k).await;
+        }
+    }
+
+    /// Every service with its status, ordered by host then service.
+    pub fn status(&self) -> Vec<ServiceStatus> {
+        self.services
+            .values()
+            .map(|r| ServiceStatus {
+                service: r.service.clone(),
+                paused: r.status.paused(),
+                view: r.status.view(),
+            })
+            .collect()
+    }
+
+    /// The configs of the running services, ordered by host then service.
+    pub fn services(&self) -> impl Iterator<Item = &Service> {
+        self.services.values().map(|r| &r.service)
+    }
+
+    /// Pauses or resumes the services of `host` (all of them, or the one named `service`).
+    /// Returns how many matched.
+    pub fn set_paused(&self, host: Option<&str>, service: Option<&str>, paused: bool) -> usize {
+        let mut n = 0;
+        for ((h, s), r) in &self.services {
+            if host.is_none_or(|x| x == h) && service.is_none_or(|x| x == s) {
+                r.status.paused.store(paused, Ordering::Relaxed);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Probes one service now, outside its schedule, recording the result as usual.
+    pub async fn check_now(&self, key: &ServiceKey) -> Option<Outcome> {
+        let r = self.services.get(key)?;
+        let target = Target {
+            host: r.service.host.clone(),
+        };
+        Some(execute(&*r.probe, &target, r.service.timeout, &r.metrics, &r.status).await)
+    }
+}
+
+struct Task {
+    target: Target,
+    timeout: Duration,
+    probe: Arc<dyn Probe>,
+    metrics: ServiceMetrics,
+    status: Arc<Status>,
+    cancel: CancellationToken,
+    limit: Arc<Semaphore>,
+    all: Arc<Metrics>,
+}
+
+impl Task {
+    async fn run(self, mut schedule: Schedule) {
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return,
+                _ = tokio::time::sleep_until(schedule.next()) => {}
+            }
+            let now = Instant::now();
+            self.all
+                .lateness
+                .observe(now.saturating_duration_since(schedule.next()).as_secs_f64());
+            if !self.status.paused() {
+                let permit = tokio::select! {
+                    biased;
+                    _ = self.cancel.cancelled() => return,
+                    p = self.limit.acquire() => p,
+                };
+                let Ok(_permit) = permit else { return };
+                self.all.in_flight.inc();
+                tokio::select! {
+                    biased;
+                    _ = self.cancel.cancelled() => {
+                        self.all.in_flight.dec();
+                        return;
+                    }
+                    _ = execute(&*self.probe, &self.target, self.timeout, &self.metrics, &self.status) => {}
+                }
+                self.all.in_flight.dec();
+            }
+            schedule.advance(Instant::now());
+        }
+    }
+}
+
+/// Runs one probe under `timeout` and records its outcome everywhere.
+async fn execute(
+    probe: &dyn Probe,
+    target: &Target,
+    timeout: Duration,
+    metrics: &ServiceMetrics,
+    status: &Status,
+) -> Outcome {
+    let start = Instant::now();
+    let outcome = match tokio::time::timeout(timeout, probe.run(target)).await {
+        Ok(o) => o,
+        Err(_) => Err(Failure::new(
+            Reason::Timeout,
+            format!("no answer within {}", humantime::format_duration(timeout)),
+        )),
+    };
+    record(&outcome, start.elapsed(), metrics, status);
+    outcome
+}
+
+fn record(outcome: &Outcome, elapsed: Duration, metrics: &ServiceMetrics, status: &Status) {
+    metrics.probes.inc();
+    metrics.duration.set(elapsed.as_secs_f64());
+    metrics.last.set(unix_now());
+    let previous = {
+        let Ok(mut v) = status.view.lock() else {
+            return;
+        };
+        let previous = v.up;
+        v.last_check = Some(SystemTime::now());
+        match outcome {
+            Ok(ok) => {
+                v.up = Some(true);
+                v.latency = Some(ok.latency);
+                v.failing = false;
+            }
+            Err(f) => {
+                v.up = Some(false);
+                v.last_error = Some(f.to_string());
+                v.failing = true;
+            }
+        }
+        previous
+    };
+    match outcome {
+        Ok(ok) => {
+            metrics.up.set(1.0);
+            metrics.latency.set(ok.latency.as_secs_f64());
+            let ms = ok.latency.as_secs_f64() * 1e3;
+            match previous {
+                None => info!(latency_ms = ms, "first result: UP"),
+                Some(false) => info!(latency_ms = ms, "UP"),
+                Some(true) => debug!(latency_ms = ms, "probe ok"),
+            }
+        }
+        Err(f) => {
+            metrics.up.set(0.0);
+            metrics.failed(f.reason);
+            match previous {
+                None => info!(reason = %f.reason, error = %f.message, "first result: DOWN"),
+                Some(true) => info!(reason = %f.reason, error = %f.message, "DOWN"),
+                Some(false) => debug!(reason = %f.reason, error = %f.message, "probe failed"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn deadlines_do_not_drift_over_many_ticks() {
+        let interval = Duration::from_secs(10);
+        let start = Instant::now();
+        let mut s = Schedule::new(start, interval, 0.25);
+        assert_eq!(s.next() - start, Duration::from_millis(1250));
+        let mut planned = Vec::new();
+        for _ in 0..1000 {
+            tokio::time::sleep_until(s.next()).await;
+            // Each "probe" takes a varying time, as real ones do.
+            tokio::time::sleep(Duration::from_millis(37)).await;
+            planned.push(s.next());
+            s.advance(Instant::now());
+        }
+        // After the first, every start is on the grid start + 2.5s + k * 10s.
+        for (k, t) in planned.iter().skip(1).enumerate() {
+            let expected = start + Duration::from_millis(2500) + interval * (k as u32);
+            assert_eq!(*t, expected, "tick {k}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn missed_deadlines_are_skipped_not_bunched() {
+        let interval = Duration::from_secs(1);
+        let start = Instant::now();
+        let mut s = Schedule::new(start, interval, 0.0);
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        s.advance(Instant::now());
+        assert_eq!(s.next() - start, Duration::from_secs(4));
+    }
+
+    #[test]
+    fn phases_are_stable_and_spread() {
+        let a = phase_fraction(&("a".into(), "tcp:1".into()));
+        assert_eq!(a, phase_fraction(&("a".into(), "tcp:1".into())));
+        let mut buckets = [0usize; 10];
+        for i in 0..10_000 {
+            let f = phase_fraction(&(format!("host{i}"), "icmp".into()));
+            assert!((0.0..1.0).contains(&f));
+            buckets[(f * 10.0) as usize] += 1;
+        }
+        assert!(
+            buckets.iter().all(|&n| (800..1200).contains(&n)),
+            "{buckets:?}"
+        );
+    }
+}

@@ -1,0 +1,267 @@
+//! The HTTP side: `/metrics`, `/-/healthy`, `/-/ready`, `POST /-/reload` and a landing page
+//! `/` listing every service, served by hyper 1 with graceful shutdown.
+//!
+//! No endpoint takes a target from the request: netmon probes only what its config names.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::serve::Reloader;
+
+/// How long open connections get to finish when netmon stops.
+pub const GRACE: Duration = Duration::from_secs(5);
+
+/// Errors starting the web server.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    /// The listen address is not `HOST:PORT` or `:PORT`.
+    #[error("invalid --web.listen-address `{0}`: write `:9855`, `127.0.0.1:9855` or `[::1]:9855`")]
+    Address(String),
+    /// Binding failed.
+    #[error(
+        "cannot listen on {addr}: {source} (is another netmon or exporter using this port? choose another with --web.listen-address)"
+    )]
+    Bind {
+        /// The address tried.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Binds `address` (`:PORT` means every interface, IPv6 and IPv4 where possible).
+pub async fn bind(address: &str) -> Result<TcpListener, WebError> {
+    let bind_err = |source| WebError::Bind {
+        addr: address.to_string(),
+        source,
+    };
+    if let Some(port) = address.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| WebError::Address(address.to_string()))?;
+        return match dual_stack(port) {
+            Ok(l) => Ok(l),
+            Err(_) => TcpListener::bind(("0.0.0.0", port)).await.map_err(bind_err),
+        };
+    }
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(address)
+        .await
+        .map_err(|_| WebError::Address(address.to_string()))?
+        .collect();
+    let first = addrs
+        .first()
+        .ok_or_else(|| WebError::Address(address.to_string()))?;
+    TcpListener::bind(first).await.map_err(bind_err)
+}
+
+fn dual_stack(port: u16) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV6, Type::STREAM, None)?;
+    s.set_only_v6(false)?;
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)).into())?;
+    s.listen(1024)?;
+    TcpListener::from_std(s.into())
+}
+
+/// What the handlers need.
+#[derive(Debug)]
+pub struct AppState {
+    /// Reloads and the monitor behind it.
+    pub reloader: Arc<Reloader>,
+    /// `--web.telemetry-path`.
+    pub telemetry_path: String,
+}
+
+/// Serves HTTP on `listener` until `shutdown`, then drains connections for up to [`GRACE`].
+pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) {
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of fds or similar: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let state = state.clone();
+        let svc = service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(route(req, &state).await) }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(%peer, error = %e, "http connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("some HTTP connections did not finish within the grace period");
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+async fn route(req: Request<Incoming>, state: &AppState) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    match (req.method(), path) {
+        (&Method::GET | &Method::HEAD, p) if p == state.telemetry_path => metrics(&req, state),
+        (&Method::GET | &Method::HEAD, "/-/healthy") => {
+            text(StatusCode::OK, "netmon is healthy.\n")
+        }
+        (&Method::GET | &Method::HEAD, "/-/ready") => text(StatusCode::OK, "netmon is ready.\n"),
+        (&Method::POST | &Method::PUT, "/-/reload") => match state.reloader.reload().await {
+            Ok(c) => text(
+                StatusCode::OK,
+                format!(
+                    "configuration reloaded: {} added, {} removed, {} changed, {} unchanged\n",
+                    c.added, c.removed, c.changed, c.kept
+                ),
+            ),
+            Err(e) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{e}\nthe previous configuration is still running\n"),
+            ),
+        },
+        (_, "/-/reload") => text(StatusCode::METHOD_NOT_ALLOWED, "use POST /-/reload\n"),
+        (&Method::GET | &Method::HEAD, "/") => landing(state).await,
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn metrics(req: &Request<Incoming>, state: &AppState) -> Response<Full<Bytes>> {
+    let openmetrics = req
+        .headers()
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    match state.reloader.metrics().encode(openmetrics) {
+        Ok(body) => {
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            let ct = if openmetrics {
+                "application/openmetrics-text; version=1.0.0; charset=utf-8"
+            } else {
+                prometheus_client::encoding::prometheus_text::CONTENT_TYPE
+            };
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+            r
+        }
+        Err(_) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding metrics failed\n",
+        ),
+    }
+}
+
+fn escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '&' => o.push_str("&amp;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+async fn landing(state: &AppState) -> Response<Full<Bytes>> {
+    let rows = state.reloader.status().await;
+    let mut h = String::with_capacity(4096 + rows.len() * 256);
+    h.push_str(concat!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>netmon</title>",
+        "<meta http-equiv=\"refresh\" content=\"10\">",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}",
+        "td,th{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left}",
+        ".up{color:#080}.down{color:#b00}.unknown,.paused{color:#888}</style></head><body>\n",
+        "<h1>netmon</h1>\n"
+    ));
+    let _ = writeln!(
+        h,
+        "<p>{} services from {}. <a href=\"{}\">Metrics</a> · <a href=\"/-/healthy\">Health</a></p>",
+        rows.len(),
+        escape(&state.reloader.source().to_string()),
+        escape(&state.telemetry_path)
+    );
+    h.push_str("<table><tr><th>Host</th><th>Service</th><th>Protocol</th><th>State</th><th>Latency</th><th>Last check</th><th>Last error</th></tr>\n");
+    for r in rows {
+        let (class, state_text) = match (r.paused, r.view.up) {
+            (true, _) => ("paused", "PAUSED"),
+            (false, None) => ("unknown", "PENDING"),
+            (false, Some(true)) => ("up", "UP"),
+            (false, Some(false)) => ("down", "DOWN"),
+        };
+        let latency = r
+            .view
+            .latency
+            .map(|l| format!("{:.3} ms", l.as_secs_f64() * 1e3))
+            .unwrap_or_default();
+        let last = r
+            .view
+            .last_check
+            .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+            .unwrap_or_default();
+        let err = if r.view.failing {
+            r.view.last_error.clone().unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{state_text}</td><td>{latency}</td><td>{last}</td><td>{}</td></tr>",
+            escape(&r.service.host),
+            escape(&r.service.name),
+            r.service.protocol,
+            escape(&err)
+        );
+    }
+    h.push_str("</table></body></html>\n");
+    let mut resp = Response::new(Full::new(Bytes::from(h)));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    resp
+}
