@@ -163,8 +163,14 @@ pub struct Schedule {
 impl Schedule {
     /// A schedule starting at `now` for a service at `fraction` of its interval.
     pub fn new(now: Instant, interval: Duration, fraction: f64) -> Self {
-        let first = now + FIRST_ROUND_SPREAD.min(interval).mul_f64(fraction);
         let anchor = now + interval.mul_f64(fraction);
+        // A phase within the spread window is its own first run; a later phase gets an early
+        // first run inside the window, then joins its grid point.
+        let first = if interval.mul_f64(fraction) <= FIRST_ROUND_SPREAD {
+            anchor
+        } else {
+            now + FIRST_ROUND_SPREAD.mul_f64(fraction)
+        };
         Schedule {
             next: first,
             anchor,
@@ -462,8 +468,9 @@ mod tests {
     async fn deadlines_do_not_drift_over_many_ticks() {
         let interval = Duration::from_secs(10);
         let start = Instant::now();
-        let mut s = Schedule::new(start, interval, 0.25);
-        assert_eq!(s.next() - start, Duration::from_millis(1250));
+        let mut s = Schedule::new(start, interval, 0.75);
+        // A late phase gets an early first run inside the spread window.
+        assert_eq!(s.next() - start, Duration::from_millis(3750));
         let mut planned = Vec::new();
         for _ in 0..1000 {
             tokio::time::sleep_until(s.next()).await;
@@ -472,11 +479,18 @@ mod tests {
             planned.push(s.next());
             s.advance(Instant::now());
         }
-        // After the first, every start is on the grid start + 2.5s + k * 10s.
+        // After the first, every start is on the grid start + 7.5s + k * 10s.
         for (k, t) in planned.iter().skip(1).enumerate() {
-            let expected = start + Duration::from_millis(2500) + interval * (k as u32);
+            let expected = start + Duration::from_millis(7500) + interval * (k as u32);
             assert_eq!(*t, expected, "tick {k}");
         }
+    }
+
+    #[test]
+    fn early_phases_run_first_on_their_grid_point() {
+        let start = Instant::now();
+        let s = Schedule::new(start, Duration::from_secs(60), 0.05);
+        assert_eq!(s.next() - start, Duration::from_secs(3));
     }
 
     #[tokio::test(start_paused = true)]
