@@ -78,7 +78,7 @@ pub struct ServiceStatus {
 }
 
 /// What [`Monitor::apply`] changed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
     /// Services started.
     pub added: usize,
@@ -88,6 +88,8 @@ pub struct Changes {
     pub changed: usize,
     /// Services left running untouched.
     pub kept: usize,
+    /// Services that could not start, each as `host service: why`.
+    pub failed: Vec<String>,
 }
 
 struct Running {
@@ -236,14 +238,16 @@ impl Monitor {
                 changes.kept += 1;
                 continue;
             }
-            self.start(service.clone());
+            if let Err(e) = self.start(service.clone()) {
+                changes.failed.push(format!("{} {}: {e}", key.0, key.1));
+            }
         }
         changes.added = self.services.len() - changes.kept - changes.changed;
         changes
     }
 
     /// Starts one service's task.
-    pub fn start(&mut self, service: Service) {
+    pub fn start(&mut self, service: Service) -> Result<(), probe::BuildError> {
         let key = key_of(&service);
         let labels = labels_of(&service);
         let metrics = self.metrics.service(labels.clone());
@@ -251,7 +255,13 @@ impl Monitor {
             labels: &labels,
             metrics: &self.metrics.probe,
         };
-        let probe = probe::build(&service.options, &ctx);
+        let probe = match probe::build(&service.options, &ctx) {
+            Ok(p) => p,
+            Err(e) => {
+                metrics.remove();
+                return Err(e);
+            }
+        };
         let status = Arc::new(Status::default());
         let cancel = CancellationToken::new();
         let task = Task {
@@ -285,6 +295,7 @@ impl Monitor {
                 handle,
             },
         );
+        Ok(())
     }
 
     /// Stops a service, waits for its task, and removes its series. False if unknown.

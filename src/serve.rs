@@ -40,6 +40,12 @@ impl Reloader {
         match self.source.load() {
             Ok(config) => {
                 let changes = self.monitor.lock().await.apply(&config).await;
+                if !changes.failed.is_empty() {
+                    let e = LoadError::Start(changes.failed.clone());
+                    self.metrics.reloaded(false);
+                    error!(config = %self.source, error = %e, "reload applied, but some services could not start");
+                    return Err(e);
+                }
                 self.metrics.reloaded(true);
                 info!(
                     config = %self.source,
@@ -94,6 +100,10 @@ pub async fn start(
         .local_addr()
         .context("reading the listen address")?;
     let changes = monitor.apply(&config).await;
+    if !changes.failed.is_empty() {
+        monitor.stop_all().await;
+        return Err(LoadError::Start(changes.failed).into());
+    }
     metrics.reloaded(true);
     info!(
         config = %source,

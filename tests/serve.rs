@@ -30,7 +30,12 @@ fn tcp_service_goes_up_then_down_with_a_timestamped_log_line() {
     let (l, port) = tcp_listener();
     let mut n = Netmon::start(&config(&[port]), &[]);
     let svc = format!("tcp:{port}");
-    let labels = [("host", "127.0.0.1"), ("protocol", "tcp"), ("service", svc.as_str()), ("site", "test")];
+    let labels = [
+        ("host", "127.0.0.1"),
+        ("protocol", "tcp"),
+        ("service", svc.as_str()),
+        ("site", "test"),
+    ];
     n.wait_metric("netmon_up", &labels, Duration::from_secs(10), |v| v == 1.0);
     let latency = metric(&n.scrape(), "netmon_latency_seconds", &labels).unwrap();
     assert!(latency > 0.0 && latency < 0.1, "latency {latency}");
@@ -55,7 +60,12 @@ fn tcp_service_goes_up_then_down_with_a_timestamped_log_line() {
 
 fn time_like(s: &str) -> bool {
     let b = s.as_bytes();
-    s.len() >= 20 && b[4] == b'-' && b[7] == b'-' && b[10] == b'T' && b[13] == b':' && s.ends_with('Z')
+    s.len() >= 20
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && s.ends_with('Z')
 }
 
 #[test]
@@ -70,37 +80,72 @@ fn reload_adds_removes_and_keeps_counters() {
     let sa = format!("tcp:{pa}");
     let sb = format!("tcp:{pb}");
     let sc = format!("tcp:{pc}");
-    n.wait_metric("netmon_probes_total", &[("service", &sa)], Duration::from_secs(10), |v| v >= 2.0);
-    n.wait_metric("netmon_up", &[("service", &sb)], Duration::from_secs(10), |v| v == 1.0);
+    n.wait_metric(
+        "netmon_probes_total",
+        &[("service", &sa)],
+        Duration::from_secs(10),
+        |v| v >= 2.0,
+    );
+    n.wait_metric(
+        "netmon_up",
+        &[("service", &sb)],
+        Duration::from_secs(10),
+        |v| v == 1.0,
+    );
 
     // SIGHUP: drop b, add c, keep a.
     let before = metric(&n.scrape(), "netmon_probes_total", &[("service", &sa)]).unwrap();
     n.write_config(&config(&[pa, pc]));
     n.signal("HUP");
     n.wait_log("configuration reloaded", Duration::from_secs(5));
-    n.wait_metric("netmon_up", &[("service", &sc)], Duration::from_secs(10), |v| v == 1.0);
+    n.wait_metric(
+        "netmon_up",
+        &[("service", &sc)],
+        Duration::from_secs(10),
+        |v| v == 1.0,
+    );
     let text = n.scrape();
-    assert!(series(&text, "netmon_up", &[("service", &sb)]).is_empty(), "removed service still exported:\n{text}");
-    assert!(!text.contains(&sb), "a series of the removed service is left:\n{text}");
+    assert!(
+        series(&text, "netmon_up", &[("service", &sb)]).is_empty(),
+        "removed service still exported:\n{text}"
+    );
+    assert!(
+        !text.contains(&sb),
+        "a series of the removed service is left:\n{text}"
+    );
     let after = metric(&text, "netmon_probes_total", &[("service", &sa)]).unwrap();
-    assert!(after >= before, "counter of an unchanged service went from {before} to {after}");
+    assert!(
+        after >= before,
+        "counter of an unchanged service went from {before} to {after}"
+    );
 
     // POST /-/reload with a broken file: refused, old services keep running.
     n.write_config("targets:\n  127.0.0.1:\n    services: [HTPP]\n");
     let (status, body) = n.post("/-/reload");
     assert_eq!(status, 500, "{body}");
     assert!(body.contains("did you mean `HTTP`"), "{body}");
-    assert_eq!(metric(&n.scrape(), "netmon_config_last_reload_successful", &[]), Some(0.0));
+    assert_eq!(
+        metric(&n.scrape(), "netmon_config_last_reload_successful", &[]),
+        Some(0.0)
+    );
     n.wait_log("reload failed", Duration::from_secs(2));
     let kept = metric(&n.scrape(), "netmon_probes_total", &[("service", &sa)]).unwrap();
-    n.wait_metric("netmon_probes_total", &[("service", &sa)], Duration::from_secs(5), |v| v > kept);
+    n.wait_metric(
+        "netmon_probes_total",
+        &[("service", &sa)],
+        Duration::from_secs(5),
+        |v| v > kept,
+    );
 
     // A good reload again sets the gauge back to 1.
     n.write_config(&config(&[pa]));
     let (status, body) = n.post("/-/reload");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("1 removed"), "{body}");
-    assert_eq!(metric(&n.scrape(), "netmon_config_last_reload_successful", &[]), Some(1.0));
+    assert_eq!(
+        metric(&n.scrape(), "netmon_config_last_reload_successful", &[]),
+        Some(1.0)
+    );
 }
 
 #[test]
@@ -111,7 +156,12 @@ fn endpoints_and_landing_page() {
     assert_eq!(n.get("/-/ready").0, 200);
     assert_eq!(n.get("/-/reload").0, 405);
     assert_eq!(n.get("/nope").0, 404);
-    n.wait_metric("netmon_probes_total", &[("protocol", "tcp")], Duration::from_secs(10), |v| v >= 1.0);
+    n.wait_metric(
+        "netmon_probes_total",
+        &[("protocol", "tcp")],
+        Duration::from_secs(10),
+        |v| v >= 1.0,
+    );
     let (status, page) = n.get("/");
     assert_eq!(status, 200);
     assert!(page.contains(&format!("tcp:{port}")), "{page}");
@@ -126,7 +176,10 @@ fn endpoints_and_landing_page() {
         "process_open_fds",
         "process_start_time_seconds",
     ] {
-        assert!(series(&text, family, &[]).len() == 1, "{family} missing:\n{text}");
+        assert!(
+            series(&text, family, &[]).len() == 1,
+            "{family} missing:\n{text}"
+        );
     }
 }
 
@@ -151,6 +204,12 @@ fn invalid_config_at_start_exits_1_with_every_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.yml:3:16: unknown protocol `HTPP` (did you mean `HTTP`?)"), "{err}");
-    assert!(err.contains("bad.yml:3:22: tcp service on `a`: a tcp service needs a port"), "{err}");
+    assert!(
+        err.contains("bad.yml:3:16: unknown protocol `HTPP` (did you mean `HTTP`?)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bad.yml:3:22: tcp service on `a`: a tcp service needs a port"),
+        "{err}"
+    );
 }

@@ -69,6 +69,9 @@ pub enum LoadError {
     /// The file was read but is not a valid configuration.
     #[error(transparent)]
     Invalid(#[from] ConfigErrors),
+    /// The configuration is valid but some services cannot run on this machine.
+    #[error("{} service(s) cannot start:\n  {}", .0.len(), .0.join("\n  "))]
+    Start(Vec<String>),
 }
 
 /// The valid name nearest to `given`, if one is near enough to be a likely typo.

@@ -93,7 +93,12 @@ impl Regex {
             .map_err(|e| {
                 // regex's message spans lines (pattern, caret, cause); the cause is the last one.
                 let text = e.to_string();
-                let cause = text.lines().last().unwrap_or_default().trim_start_matches("error: ").to_string();
+                let cause = text
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .trim_start_matches("error: ")
+                    .to_string();
                 format!("invalid regular expression `{pattern}`: {cause}")
             })
     }

@@ -350,9 +350,15 @@ pub struct Context<'a> {
     pub metrics: &'a ProbeMetrics,
 }
 
+/// A probe that cannot start on this machine (e.g. ICMP without the privilege to open its
+/// socket). The message says what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BuildError(pub String);
+
 /// Builds the probe for a service from its validated options.
-pub fn build(options: &Options, ctx: &Context<'_>) -> Arc<dyn Probe> {
-    match options {
+pub fn build(options: &Options, ctx: &Context<'_>) -> Result<Arc<dyn Probe>, BuildError> {
+    Ok(match options {
         Options::Tcp(o) => Arc::new(tcp::TcpProbe::new(o.clone(), ctx)),
-    }
+    })
 }

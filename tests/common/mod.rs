@@ -78,10 +78,16 @@ impl Netmon {
                 return l;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("netmon exited ({status}) before logging {needle:?}:\n{}", self.log().join("\n"));
+                panic!(
+                    "netmon exited ({status}) before logging {needle:?}:\n{}",
+                    self.log().join("\n")
+                );
             }
             if Instant::now() > deadline {
-                panic!("no log line with {needle:?} within {timeout:?}:\n{}", self.log().join("\n"));
+                panic!(
+                    "no log line with {needle:?} within {timeout:?}:\n{}",
+                    self.log().join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -106,7 +112,13 @@ impl Netmon {
 
     /// Polls /metrics until `name{labels}` satisfies `pred`; returns the value. Panics with
     /// the last scrape on timeout.
-    pub fn wait_metric(&self, name: &str, labels: &[(&str, &str)], timeout: Duration, pred: impl Fn(f64) -> bool) -> f64 {
+    pub fn wait_metric(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        timeout: Duration,
+        pred: impl Fn(f64) -> bool,
+    ) -> f64 {
         let deadline = Instant::now() + timeout;
         loop {
             let text = self.scrape();
@@ -149,7 +161,10 @@ impl Netmon {
                 return s.code();
             }
             if Instant::now() > deadline {
-                panic!("netmon did not exit within {timeout:?}:\n{}", self.log().join("\n"));
+                panic!(
+                    "netmon did not exit within {timeout:?}:\n{}",
+                    self.log().join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -172,13 +187,24 @@ impl Drop for Netmon {
 pub fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_string()
@@ -217,8 +243,14 @@ pub fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> Vec<(String, f
             if n != name {
                 return None;
             }
-            let all = labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
-            all.then(|| (l.to_string(), value.parse().ok()).1.map(|v| (l.to_string(), v)))?
+            let all = labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            all.then(|| {
+                (l.to_string(), value.parse().ok())
+                    .1
+                    .map(|v| (l.to_string(), v))
+            })?
         })
         .collect()
 }
