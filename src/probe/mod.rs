@@ -9,6 +9,7 @@
 //! the config is read), its `Metrics` (registered once per registry), the probe type with its
 //! `impl Probe`, then tests against a fake server started by the test.
 
+pub mod packets;
 pub mod resolve;
 pub mod tcp;
 
@@ -332,12 +333,17 @@ impl Options {
 /// Every protocol's own metric families, registered once per registry. A protocol with only
 /// the common families (tcp) has no field here.
 #[derive(Debug, Clone)]
-pub struct ProbeMetrics {}
+pub struct ProbeMetrics {
+    /// Packet families shared by `icmp` and `echo`.
+    pub packets: packets::Metrics,
+}
 
 impl ProbeMetrics {
     /// Registers every protocol's families under `registry` (already prefixed `netmon`).
-    pub fn register(_registry: &mut Registry) -> Self {
-        ProbeMetrics {}
+    pub fn register(registry: &mut Registry) -> Self {
+        ProbeMetrics {
+            packets: packets::Metrics::register(registry),
+        }
     }
 }
 

@@ -1,0 +1,253 @@
+//! Per-packet measurements shared by the packet probes (`icmp`, `echo`): the RTT histogram,
+//! packet counters, loss of the last round and jitter.
+//!
+//! A probe collects a [`Round`] (how many it sent, the RTT of each reply in send order) and
+//! hands it to its [`Handles::record`]; the statistics are computed here once so ICMP and echo
+//! report alike.
+
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::metrics::{FGauge, Labels};
+
+fn rtt_histogram() -> Histogram {
+    // 0.1 ms doubling to 6.5 s: loopback and LAN in the first buckets, bad WAN in the last.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+}
+
+/// The packet families, registered once.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    rtt: Family<Labels, Histogram, fn() -> Histogram>,
+    sent: Family<Labels, Counter>,
+    received: Family<Labels, Counter>,
+    loss: Family<Labels, FGauge>,
+    jitter: Family<Labels, FGauge>,
+}
+
+impl Metrics {
+    /// Registers `netmon_rtt_seconds`, `netmon_packets_{sent,received}_total`,
+    /// `netmon_packet_loss_ratio` and `netmon_rtt_jitter_seconds`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Metrics {
+            rtt: Family::new_with_constructor(rtt_histogram),
+            sent: Family::default(),
+            received: Family::default(),
+            loss: Family::default(),
+            jitter: Family::default(),
+        };
+        registry.register_with_unit(
+            "rtt",
+            "Round-trip time of each reply",
+            Unit::Seconds,
+            m.rtt.clone(),
+        );
+        registry.register(
+            "packets_sent",
+            "Packets sent by packet probes",
+            m.sent.clone(),
+        );
+        registry.register(
+            "packets_received",
+            "Valid replies received by packet probes",
+            m.received.clone(),
+        );
+        registry.register(
+            "packet_loss_ratio",
+            "Share of packets lost in the last round (0 to 1)",
+            m.loss.clone(),
+        );
+        registry.register_with_unit(
+            "rtt_jitter",
+            "Mean absolute difference of consecutive RTTs in the last round",
+            Unit::Seconds,
+            m.jitter.clone(),
+        );
+        m
+    }
+
+    /// Creates one service's series and returns its handles.
+    pub fn handles(&self, labels: &Labels) -> Handles {
+        Handles {
+            rtt: self.rtt.get_or_create_owned(labels),
+            sent: self.sent.get_or_create_owned(labels),
+            received: self.received.get_or_create_owned(labels),
+            loss: self.loss.get_or_create_owned(labels),
+            jitter: self.jitter.get_or_create_owned(labels),
+            labels: labels.clone(),
+            families: self.clone(),
+        }
+    }
+}
+
+/// One service's handles into the packet families.
+#[derive(Debug, Clone)]
+pub struct Handles {
+    labels: Labels,
+    families: Metrics,
+    rtt: Histogram,
+    sent: Counter,
+    received: Counter,
+    loss: FGauge,
+    jitter: FGauge,
+}
+
+impl Handles {
+    /// Records a finished round.
+    pub fn record(&self, round: &Round) {
+        self.sent.inc_by(round.sent);
+        self.received.inc_by(round.rtts.len() as u64);
+        for r in &round.rtts {
+            self.rtt.observe(r.as_secs_f64());
+        }
+        self.loss.set(round.loss_ratio());
+        if let Some(j) = round.jitter() {
+            self.jitter.set(j.as_secs_f64());
+        }
+    }
+
+    /// Removes the service's series.
+    pub fn remove(&self) {
+        let f = &self.families;
+        f.rtt.remove(&self.labels);
+        f.sent.remove(&self.labels);
+        f.received.remove(&self.labels);
+        f.loss.remove(&self.labels);
+        f.jitter.remove(&self.labels);
+    }
+}
+
+/// What one round of packets measured.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Round {
+    /// Packets sent.
+    pub sent: u64,
+    /// RTT of each valid reply, in the order the requests were sent.
+    pub rtts: Vec<Duration>,
+}
+
+impl Round {
+    /// Replies received.
+    pub fn received(&self) -> u64 {
+        self.rtts.len() as u64
+    }
+
+    /// Lost share, 0 to 1; 0 when nothing was sent.
+    pub fn loss_ratio(&self) -> f64 {
+        if self.sent == 0 {
+            return 0.0;
+        }
+        1.0 - (self.received().min(self.sent) as f64 / self.sent as f64)
+    }
+
+    /// Mean RTT, if any reply came.
+    pub fn mean(&self) -> Option<Duration> {
+        let n = u32::try_from(self.rtts.len()).ok().filter(|n| *n > 0)?;
+        Some(self.rtts.iter().sum::<Duration>() / n)
+    }
+
+    /// Smallest RTT.
+    pub fn min(&self) -> Option<Duration> {
+        self.rtts.iter().min().copied()
+    }
+
+    /// Largest RTT.
+    pub fn max(&self) -> Option<Duration> {
+        self.rtts.iter().max().copied()
+    }
+
+    /// Standard deviation of the RTTs (ping's `mdev`).
+    pub fn mdev(&self) -> Option<Duration> {
+        let mean = self.mean()?.as_secs_f64();
+        let n = self.rtts.len() as f64;
+        let var = self
+            .rtts
+            .iter()
+            .map(|r| (r.as_secs_f64() - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        Some(Duration::from_secs_f64(var.sqrt()))
+    }
+
+    /// Mean absolute difference of consecutive RTTs (RFC 3550's idea without its smoothing);
+    /// needs two replies.
+    pub fn jitter(&self) -> Option<Duration> {
+        if self.rtts.len() < 2 {
+            return None;
+        }
+        let sum: f64 = self
+            .rtts
+            .windows(2)
+            .map(|w| (w[1].as_secs_f64() - w[0].as_secs_f64()).abs())
+            .sum();
+        Some(Duration::from_secs_f64(sum / (self.rtts.len() - 1) as f64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    #[test]
+    fn round_statistics() {
+        let r = Round {
+            sent: 4,
+            rtts: vec![ms(10), ms(14), ms(12)],
+        };
+        assert_eq!(r.received(), 3);
+        assert!((r.loss_ratio() - 0.25).abs() < 1e-12);
+        assert_eq!(r.mean(), Some(ms(12)));
+        assert_eq!(r.min(), Some(ms(10)));
+        assert_eq!(r.max(), Some(ms(14)));
+        // |14-10| and |12-14| average to 3 ms.
+        assert_eq!(r.jitter().map(|j| j.as_micros()), Some(3000));
+        let mdev = r.mdev().unwrap().as_secs_f64();
+        assert!(
+            (mdev - (8.0f64 / 3.0).sqrt() / 1000.0).abs() < 1e-9,
+            "{mdev}"
+        );
+    }
+
+    #[test]
+    fn empty_rounds_are_total_loss_without_statistics() {
+        let r = Round {
+            sent: 3,
+            rtts: vec![],
+        };
+        assert_eq!(r.loss_ratio(), 1.0);
+        assert_eq!(r.mean(), None);
+        assert_eq!(r.jitter(), None);
+        assert_eq!(Round::default().loss_ratio(), 0.0);
+    }
+
+    #[test]
+    fn series_are_created_and_removed() {
+        let mut reg = Registry::default();
+        let m = Metrics::register(&mut reg);
+        let labels: Labels = vec![("host".into(), "h".into())];
+        let h = m.handles(&labels);
+        h.record(&Round {
+            sent: 2,
+            rtts: vec![ms(1), ms(3)],
+        });
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+        assert!(text.contains("packets_sent_total{host=\"h\"} 2"), "{text}");
+        assert!(
+            text.contains("rtt_jitter_seconds{host=\"h\"} 0.002"),
+            "{text}"
+        );
+        h.remove();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+        assert!(!text.contains("host=\"h\""), "{text}");
+    }
+}
