@@ -225,7 +225,7 @@ impl Loader<'_> {
             None => Defaults::default(),
         };
         let Some(targets_node) = root.get_node("targets") else {
-            self.err(root.span(), "missing `targets:`: list the hosts to monitor, e.g. `targets: {localhost: {services: [ICMP]}}`");
+            self.err_at((1, 1), "missing `targets:`: list the hosts to monitor, e.g. `targets: {localhost: {services: [ICMP]}}`");
             return None;
         };
         let targets = self.targets(targets_node, &defaults);

@@ -29,8 +29,8 @@ impl Duration {
             }
             return Ok(Self(StdDuration::from_secs_f64(secs)));
         }
-        humantime::parse_duration(t).map(Self).map_err(|e| {
-            format!("invalid duration `{t}` ({e}): write e.g. `30s`, `500ms`, `2m` or a number of seconds")
+        humantime::parse_duration(t).map(Self).map_err(|_| {
+            format!("invalid duration `{t}`: write e.g. `30s`, `500ms`, `2m`, `1h30m` or a number of seconds")
         })
     }
 }

@@ -272,7 +272,10 @@ fn from_node<T: serde::de::DeserializeOwned>(node: &marked_yaml::Node) -> Result
                 crate::config::did_you_mean(field, expected.iter().copied()),
                 expected.join(", ")
             ),
-            other => lowercase_first(&other.to_string()),
+            other => match e.path() {
+                Some(path) => format!("`{path}`: {}", lowercase_first(&other.to_string())),
+                None => lowercase_first(&other.to_string()),
+            },
         };
         OptionsError { message, line_col }
     })

@@ -1,0 +1,252 @@
+//! Config errors as a table: one file per rule, one row (file, exact messages). The message is
+//! the interface. Also `netmon config check` exit codes, and the valid examples.
+
+use std::path::Path;
+use std::process::Command;
+
+use netmon::config::{self, LoadError};
+
+const DIR: &str = "tests/testdata/config";
+
+/// (file, every expected error as `line:col: message`).
+const INVALID: &[(&str, &[&str])] = &[
+    (
+        "invalid-duplicate-key.yml",
+        &[
+            "4:3: duplicate key `example.com` (first at line 2): each key may appear once in a mapping",
+        ],
+    ),
+    (
+        "invalid-duplicate-service.yml",
+        &[
+            "3:26: service `tcp:22` appears twice on `example.com`: give one of them a distinct `name:`",
+        ],
+    ),
+    (
+        "invalid-duration.yml",
+        &[
+            "2:13: `interval`: invalid duration `5 parsecs`: write e.g. `30s`, `500ms`, `2m`, `1h30m` or a number of seconds",
+        ],
+    ),
+    (
+        "invalid-empty.yml",
+        &["the configuration is empty: it needs a `targets:` mapping (see examples/netmon.yml)"],
+    ),
+    (
+        "invalid-interval-too-short.yml",
+        &["4:16: interval 10ms is too short: the minimum is 100ms"],
+    ),
+    (
+        "invalid-label-name.yml",
+        &[
+            "3:15: `9lives` is not a valid label name: use letters, digits and `_`, not starting with a digit or `__`",
+        ],
+    ),
+    (
+        "invalid-many-errors.yml",
+        &[
+            "1:28: unknown key `timout` in `defaults` (did you mean `timeout`?); valid keys: interval, timeout",
+            "4:16: unknown protocol `HTPP` (did you mean `HTTP`?); valid protocols: http, https, icmp, dns, ntp, tcp, udp, echo",
+            "4:22: tcp service on `a.example`: a tcp service needs a port: write `TCP:22` or `{type: tcp, port: 22}`",
+            "6:15: `interval`: invalid duration `2x`: write e.g. `30s`, `500ms`, `2m`, `1h30m` or a number of seconds",
+        ],
+    ),
+    (
+        "invalid-missing-type.yml",
+        &[
+            "4:9: a service mapping needs `type:`, one of http, https, icmp, dns, ntp, tcp, udp, echo",
+        ],
+    ),
+    (
+        "invalid-no-targets.yml",
+        &[
+            "1:1: missing `targets:`: list the hosts to monitor, e.g. `targets: {localhost: {services: [ICMP]}}`",
+        ],
+    ),
+    (
+        "invalid-port-range.yml",
+        &["3:16: `TCP:70000`: the port after `:` must be a number from 1 to 65535"],
+    ),
+    (
+        "invalid-port-twice.yml",
+        &["4:9: the port is given twice: in `type` and in `port`; keep one"],
+    ),
+    (
+        "invalid-regex.yml",
+        &[
+            "4:46: tcp service on `example.com`: `expect_regex`: invalid regular expression `(unclosed`: unclosed group",
+        ],
+    ),
+    (
+        "invalid-reserved-label.yml",
+        &["3:15: label `host` is set by netmon itself; choose another name"],
+    ),
+    (
+        "invalid-services-not-list.yml",
+        &["3:15: `services` must be a list, e.g. `services: [HTTP, ICMP, \"TCP:22\"]`"],
+    ),
+    (
+        "invalid-tcp-no-port.yml",
+        &[
+            "3:16: tcp service on `example.com`: a tcp service needs a port: write `TCP:22` or `{type: tcp, port: 22}`",
+        ],
+    ),
+    (
+        "invalid-timeout-above-interval.yml",
+        &[
+            "5:9: timeout 10s must be below the interval 10s: lower the timeout or raise the interval",
+        ],
+    ),
+    (
+        "invalid-unknown-option.yml",
+        &[
+            "4:32: tcp service on `example.com`: unknown option `expect_regexp` (did you mean `expect_regex`?); valid options here: port, send, expect_regex, ip, max_read",
+        ],
+    ),
+    (
+        "invalid-unknown-protocol.yml",
+        &[
+            "3:16: unknown protocol `HTPP` (did you mean `HTTP`?); valid protocols: http, https, icmp, dns, ntp, tcp, udp, echo",
+        ],
+    ),
+    (
+        "invalid-unknown-target-key.yml",
+        &[
+            "3:5: unknown key `intervall` in target `example.com` (did you mean `interval`?); valid keys: services, interval, timeout, labels",
+        ],
+    ),
+    (
+        "invalid-unknown-top-key.yml",
+        &[
+            "1:1: unknown key `target` at the top level (did you mean `targets`?); valid keys: defaults, targets",
+            "1:1: missing `targets:`: list the hosts to monitor, e.g. `targets: {localhost: {services: [ICMP]}}`",
+        ],
+    ),
+    (
+        "invalid-yaml-syntax.yml",
+        &["4:1: invalid YAML: while parsing a flow sequence, expected ',' or ']'"],
+    ),
+    (
+        "invalid-zero-interval.yml",
+        &["3:15: `interval` must be greater than zero"],
+    ),
+];
+
+fn errors_of(file: &str) -> Vec<String> {
+    let path = Path::new(DIR).join(file);
+    match config::load_file(&path) {
+        Ok(_) => panic!("{file} was accepted"),
+        Err(LoadError::Invalid(errs)) => errs
+            .0
+            .iter()
+            .map(|e| {
+                assert_eq!(e.file, path.display().to_string());
+                if e.line == 0 {
+                    e.message.clone()
+                } else {
+                    format!("{}:{}: {}", e.line, e.column, e.message)
+                }
+            })
+            .collect(),
+        Err(e) => panic!("{file}: unexpected error {e}"),
+    }
+}
+
+#[test]
+fn every_invalid_file_yields_exactly_its_errors() {
+    for (file, expected) in INVALID {
+        assert_eq!(errors_of(file), *expected, "{file}");
+    }
+}
+
+#[test]
+fn every_invalid_file_is_in_the_table() {
+    for entry in std::fs::read_dir(DIR).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().to_string();
+        if name.starts_with("invalid-") {
+            assert!(
+                INVALID.iter().any(|(f, _)| *f == name),
+                "{name} has no row in the table"
+            );
+        }
+    }
+}
+
+#[test]
+fn valid_files_load() {
+    for entry in std::fs::read_dir(DIR).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("valid-")
+        {
+            config::load_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+    }
+}
+
+#[test]
+fn the_full_form_parses_to_the_expected_model() {
+    let c = config::load_file(&Path::new(DIR).join("valid-full.yml")).unwrap();
+    let hosts: Vec<&str> = c.targets.iter().map(|t| t.host.as_str()).collect();
+    assert_eq!(hosts, ["example.com", "::1", "127.0.0.1"]);
+    let ex = &c.targets[0];
+    assert_eq!(ex.labels.get("site").map(String::as_str), Some("eu-west"));
+    let names: Vec<&str> = ex.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["tcp:22", "tcp:443", "smtp"]);
+    // Target interval and timeout apply; the service's own override them.
+    assert_eq!(ex.services[0].interval.as_secs(), 60);
+    assert_eq!(ex.services[0].timeout.as_secs(), 2);
+    assert_eq!(ex.services[2].interval.as_secs(), 10);
+    assert_eq!(ex.services[2].timeout.as_millis(), 500);
+    assert_eq!(ex.services[2].options.port(), Some(25));
+    // A bare number is seconds.
+    assert_eq!(c.targets[2].services[0].interval.as_secs(), 60);
+    // `defaults` applies where nothing else does.
+    assert_eq!(c.targets[1].services[0].interval.as_secs(), 30);
+    assert_eq!(c.targets[1].services[0].timeout.as_secs(), 5);
+}
+
+#[test]
+fn the_builtin_default_is_valid() {
+    let c = config::Source::BuiltIn.load().unwrap();
+    assert!(c.services().count() >= 1);
+}
+
+#[test]
+fn config_check_exit_codes() {
+    let bin = env!("CARGO_BIN_EXE_netmon");
+    let ok = Command::new(bin)
+        .args(["config", "check", "tests/testdata/config/valid-full.yml"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("valid, 3 target(s), 5 service(s)"));
+    let bad = Command::new(bin)
+        .args([
+            "config",
+            "check",
+            "tests/testdata/config/invalid-many-errors.yml",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.starts_with("4 errors in configuration:"), "{err}");
+    let missing = Command::new(bin)
+        .args(["config", "check", "/nonexistent/netmon.yml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("cannot read config file /nonexistent/netmon.yml")
+    );
+}
