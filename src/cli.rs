@@ -75,6 +75,12 @@ pub struct ServeArgs {
         global = true
     )]
     pub telemetry_path: String,
+    /// TLS and basic auth for the web endpoints (Prometheus exporter-toolkit format).
+    #[arg(long = "web.config.file", value_name = "FILE", global = true)]
+    pub web_config_file: Option<PathBuf>,
+    /// Refuse `POST /-/reload` (SIGHUP still reloads).
+    #[arg(long = "web.disable-reload", global = true)]
+    pub disable_reload: bool,
     /// Most probes running at once, across all services.
     #[arg(
         long = "probes.max-in-flight",

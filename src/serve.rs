@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::cli::ServeArgs;
-use crate::config::{LoadError, Source};
+use crate::config::{self, LoadError, Source};
 use crate::metrics::Metrics;
 use crate::runner::{Changes, Monitor, ServiceStatus};
 use crate::{shutdown, web};
@@ -93,6 +93,16 @@ pub async fn start(
 ) -> anyhow::Result<(Arc<Reloader>, tokio::task::JoinHandle<()>)> {
     let source = Source::choose(args.config_file.clone());
     let config = source.load().with_context(|| format!("loading {source}"))?;
+    let web_config = match &args.web_config_file {
+        Some(p) => config::load_web_config(p)
+            .with_context(|| format!("loading --web.config.file {}", p.display()))?,
+        None => config::WebConfig::default(),
+    };
+    let tls = web_config
+        .tls_server_config
+        .as_ref()
+        .map(web::tls_acceptor)
+        .transpose()?;
     let metrics = Arc::new(Metrics::new());
     let mut monitor = Monitor::new(metrics.clone(), args.max_in_flight);
     let listener = web::bind(&args.listen_address).await?;
@@ -116,13 +126,23 @@ pub async fn start(
     } else {
         local.to_string()
     };
-    info!(address = %local, "serving metrics at http://{shown}{}", args.telemetry_path);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!(
+        address = %local,
+        tls = tls.is_some(),
+        basic_auth = !web_config.basic_auth_users.is_empty(),
+        "serving metrics at {scheme}://{shown}{}",
+        args.telemetry_path
+    );
     let reloader = Arc::new(Reloader::new(source, monitor));
     let state = Arc::new(web::AppState {
         reloader: reloader.clone(),
         telemetry_path: args.telemetry_path.clone(),
+        reload_enabled: !args.disable_reload,
+        auth: (!web_config.basic_auth_users.is_empty())
+            .then(|| Arc::new(web::BasicAuth::new(web_config.basic_auth_users.clone()))),
     });
-    let web = tokio::spawn(web::serve(listener, state, shutdown));
+    let web = tokio::spawn(web::serve(listener, state, tls, shutdown));
     Ok((reloader, web))
 }
 

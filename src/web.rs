@@ -3,25 +3,31 @@
 //!
 //! No endpoint takes a target from the request: netmon probes only what its config names.
 
+use std::collections::{BTreeMap, HashSet};
 use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use base64::Engine as _;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::config::{ClientAuth, TlsServerConfig};
 use crate::serve::Reloader;
 
 /// How long open connections get to finish when netmon stops.
@@ -33,6 +39,9 @@ pub enum WebError {
     /// The listen address is not `HOST:PORT` or `:PORT`.
     #[error("invalid --web.listen-address `{0}`: write `:9855`, `127.0.0.1:9855` or `[::1]:9855`")]
     Address(String),
+    /// The TLS settings of `--web.config.file` cannot be used.
+    #[error("web TLS: {0}")]
+    Tls(String),
     /// Binding failed.
     #[error(
         "cannot listen on {addr}: {source} (is another netmon or exporter using this port? choose another with --web.listen-address)"
@@ -89,10 +98,159 @@ pub struct AppState {
     pub reloader: Arc<Reloader>,
     /// `--web.telemetry-path`.
     pub telemetry_path: String,
+    /// Whether `POST /-/reload` is allowed (`--web.disable-reload` turns it off).
+    pub reload_enabled: bool,
+    /// Basic auth users from `--web.config.file`; `None` means open.
+    pub auth: Option<Arc<BasicAuth>>,
 }
 
-/// Serves HTTP on `listener` until `shutdown`, then drains connections for up to [`GRACE`].
-pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) {
+/// Basic authentication against bcrypt hashes, with a small cache of verified credentials:
+/// bcrypt is deliberately slow (tens of ms), and Prometheus sends the same credentials on
+/// every scrape.
+#[derive(Debug)]
+pub struct BasicAuth {
+    users: BTreeMap<String, String>,
+    verified: Mutex<HashSet<u64>>,
+    hasher: RandomState,
+    /// A hash at the users' cost, checked for unknown names.
+    dummy: String,
+}
+
+/// Verified credentials remembered at most; beyond it the cache starts again.
+const AUTH_CACHE: usize = 1024;
+
+impl BasicAuth {
+    /// Users mapped to bcrypt hashes.
+    pub fn new(users: BTreeMap<String, String>) -> Self {
+        let cost = users
+            .values()
+            .filter_map(|h| h.split('$').nth(2)?.parse::<u32>().ok())
+            .max()
+            .unwrap_or(bcrypt::DEFAULT_COST);
+        let dummy = bcrypt::hash("netmon-unknown-user", cost).unwrap_or_default();
+        BasicAuth {
+            dummy,
+            users,
+            verified: Mutex::new(HashSet::new()),
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// Whether the request's `Authorization` header holds a valid user and password.
+    fn allows(&self, header: Option<&HeaderValue>) -> bool {
+        let Some(encoded) = header
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Basic "))
+        else {
+            return false;
+        };
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+            return false;
+        };
+        let Ok(decoded) = String::from_utf8(decoded) else {
+            return false;
+        };
+        let Some((user, password)) = decoded.split_once(':') else {
+            return false;
+        };
+        let Some(hash) = self.users.get(user) else {
+            // Spend the same time as for a known user, so names cannot be probed by timing.
+            let _ = bcrypt::verify(password, &self.dummy);
+            return false;
+        };
+        let key = self.hasher.hash_one((user, password, hash));
+        if self.verified.lock().is_ok_and(|v| v.contains(&key)) {
+            return true;
+        }
+        let ok = bcrypt::verify(password, hash).unwrap_or(false);
+        if ok {
+            if let Ok(mut v) = self.verified.lock() {
+                if v.len() >= AUTH_CACHE {
+                    v.clear();
+                }
+                v.insert(key);
+            }
+        }
+        ok
+    }
+}
+
+/// Builds the TLS acceptor for `tls_server_config`.
+pub fn tls_acceptor(cfg: &TlsServerConfig) -> Result<TlsAcceptor, WebError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let tls_err = |what: String| WebError::Tls(what);
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert_file)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            tls_err(format!(
+                "cannot read cert_file {}: {e}",
+                cfg.cert_file.display()
+            ))
+        })?;
+    if certs.is_empty() {
+        return Err(tls_err(format!(
+            "cert_file {} holds no PEM certificate",
+            cfg.cert_file.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(&cfg.key_file).map_err(|e| {
+        tls_err(format!(
+            "cannot read key_file {}: {e}",
+            cfg.key_file.display()
+        ))
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions: &[&rustls::SupportedProtocolVersion] = if cfg.tls13_only() {
+        &[&rustls::version::TLS13]
+    } else {
+        &[&rustls::version::TLS12, &rustls::version::TLS13]
+    };
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| tls_err(e.to_string()))?;
+    let builder = match (cfg.client_auth(), &cfg.client_ca_file) {
+        (ClientAuth::None, _) | (_, None) => builder.with_no_client_auth(),
+        (mode, Some(ca)) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca)
+                .map_err(|e| tls_err(format!("cannot read client_ca_file {}: {e}", ca.display())))?
+            {
+                let c = c.map_err(|e| tls_err(format!("client_ca_file {}: {e}", ca.display())))?;
+                roots
+                    .add(c)
+                    .map_err(|e| tls_err(format!("client_ca_file {}: {e}", ca.display())))?;
+            }
+            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            );
+            let v = if mode == ClientAuth::VerifyIfGiven {
+                v.allow_unauthenticated()
+            } else {
+                v
+            };
+            builder.with_client_cert_verifier(v.build().map_err(|e| tls_err(e.to_string()))?)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| tls_err(format!("certificate and key do not fit together: {e}")))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// How long a client gets to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves HTTP (or HTTPS with `tls`) on `listener` until `shutdown`, then drains connections
+/// for up to [`GRACE`].
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    tls: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
+) {
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     loop {
@@ -113,10 +271,40 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
             let state = state.clone();
             async move { Ok::<_, Infallible>(route(req, &state).await) }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn.into_owned());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let result =
+                match tls {
+                    None => {
+                        let conn = builder
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .into_owned();
+                        watcher.watch(conn).await
+                    }
+                    Some(acceptor) => {
+                        let stream =
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => {
+                                    debug!(%peer, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                        let conn = builder
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .into_owned();
+                        watcher.watch(conn).await
+                    }
+                };
+            if let Err(e) = result {
                 debug!(%peer, error = %e, "http connection ended with an error");
             }
         });
@@ -141,6 +329,22 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 }
 
 async fn route(req: Request<Incoming>, state: &AppState) -> Response<Full<Bytes>> {
+    if let Some(auth) = &state.auth {
+        let header = req.headers().get(AUTHORIZATION).cloned();
+        let auth = auth.clone();
+        // bcrypt is CPU-heavy: keep it off the async workers.
+        let ok = tokio::task::spawn_blocking(move || auth.allows(header.as_ref()))
+            .await
+            .unwrap_or(false);
+        if !ok {
+            let mut r = text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
+            r.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"netmon\""),
+            );
+            return r;
+        }
+    }
     let path = req.uri().path();
     match (req.method(), path) {
         (&Method::GET | &Method::HEAD, p) if p == state.telemetry_path => metrics(&req, state),
@@ -148,6 +352,10 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Full<Bytes>
             text(StatusCode::OK, "netmon is healthy.\n")
         }
         (&Method::GET | &Method::HEAD, "/-/ready") => text(StatusCode::OK, "netmon is ready.\n"),
+        (&Method::POST | &Method::PUT, "/-/reload") if !state.reload_enabled => text(
+            StatusCode::FORBIDDEN,
+            "reloading over HTTP is disabled (--web.disable-reload); send SIGHUP instead\n",
+        ),
         (&Method::POST | &Method::PUT, "/-/reload") => match state.reloader.reload().await {
             Ok(c) => text(
                 StatusCode::OK,

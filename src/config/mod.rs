@@ -12,6 +12,7 @@
 
 mod error;
 mod types;
+mod web_config;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use marked_yaml::{LoaderOptions, Node, Span};
 
 pub use error::{ConfigError, ConfigErrors, LoadError, did_you_mean, nearest};
 pub use types::{Duration, IpPreference, Regex};
+pub use web_config::{ClientAuth, TlsServerConfig, WebConfig, load_web_config};
 
 use crate::probe::{self, Protocol};
 
