@@ -439,9 +439,17 @@ impl DnsProbe {
         let addrs = resolve::resolve(&target.host, self.options.port(), self.options.ip).await?;
         let id: u16 = rand::random();
         let mut wire = self.wire.clone();
-        wire[..2].copy_from_slice(&id.to_be_bytes());
+        // The id is the first field of the header (RFC 1035 §4.1.1), always encoded.
+        if let Some(field) = wire.get_mut(..2) {
+            field.copy_from_slice(&id.to_be_bytes());
+        }
         let (response, rtt) = match self.options.transport {
-            Transport::Udp => udp_exchange(addrs[0], &wire, id, &self.query).await?,
+            Transport::Udp => {
+                let addr = *addrs
+                    .first()
+                    .ok_or_else(|| Failure::new(Reason::Dns, "no address to query"))?;
+                udp_exchange(addr, &wire, id, &self.query).await?
+            }
             Transport::Tcp => tcp_exchange(&addrs, &wire, id, &self.query).await?,
         };
         guard.0 = None;
@@ -760,18 +768,24 @@ mod tests {
 
     /// A DNS server on 127.0.0.1, UDP and TCP on one port. Returns the port.
     async fn server(mode: Mode) -> u16 {
+        server_on("127.0.0.1", mode).await.unwrap()
+    }
+
+    /// A DNS server on `ip`, UDP and TCP on one port. Returns the port, or `None` when `ip`
+    /// cannot be bound (no IPv6 loopback on this machine).
+    async fn server_on(ip: &'static str, mode: Mode) -> Option<u16> {
         // The TCP port must match the UDP one; retry in the rare case it is taken.
         let (udp, tcp) = {
             let mut bound = None;
             for _ in 0..20 {
-                let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                let udp = UdpSocket::bind((ip, 0)).await.ok()?;
                 let port = udp.local_addr().unwrap().port();
-                if let Ok(tcp) = TcpListener::bind(("127.0.0.1", port)).await {
+                if let Ok(tcp) = TcpListener::bind((ip, port)).await {
                     bound = Some((udp, tcp));
                     break;
                 }
             }
-            bound.expect("a port free for both udp and tcp")
+            bound?
         };
         let port = udp.local_addr().unwrap().port();
         tokio::spawn(async move {
@@ -805,7 +819,7 @@ mod tests {
                 });
             }
         });
-        port
+        Some(port)
     }
 
     fn probe(options: Options) -> DnsProbe {
@@ -844,7 +858,11 @@ mod tests {
 
     /// Runs the probe with a test-side bound so a hang fails rather than blocks.
     async fn run(p: &DnsProbe) -> Outcome {
-        tokio::time::timeout(Duration::from_secs(5), p.run(&target()))
+        run_on(p, &target()).await
+    }
+
+    async fn run_on(p: &DnsProbe, target: &Target) -> Outcome {
+        tokio::time::timeout(Duration::from_secs(5), p.run(target))
             .await
             .expect("probe finished within 5s")
     }
@@ -1012,6 +1030,27 @@ mod tests {
         o.recursion_desired = false;
         o.expect_answer_regex = Some(Regex::new("rd=0").unwrap());
         run(&probe(o)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn ipv6_servers_and_the_ip_option() {
+        let Some(port) = server_on("::1", Mode::Normal).await else {
+            eprintln!("skipped: no IPv6 loopback here");
+            return;
+        };
+        for t in BOTH {
+            let p = probe(options(port, "a.test", QueryType::A, t));
+            let target = Target { host: "::1".into() };
+            run_on(&p, &target)
+                .await
+                .unwrap_or_else(|e| panic!("{t:?}: {e}"));
+            assert_eq!(gauges(&p), (0.0, 2.0));
+            let mut o = options(port, "a.test", QueryType::A, t);
+            o.ip = IpPreference::Ipv4;
+            let e = run_on(&probe(o), &target).await.unwrap_err();
+            assert_eq!(e.reason, Reason::Dns, "{e}");
+            assert!(e.message.contains("no IPv4 address"), "{}", e.message);
+        }
     }
 
     #[tokio::test]

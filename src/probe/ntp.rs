@@ -144,7 +144,9 @@ impl NtpProbe {
     async fn probe(&self, target: &Target) -> Outcome {
         let mut guard = NoReadingGuard(Some(&self.handles));
         let addrs = resolve::resolve(&target.host, self.options.port(), self.options.ip).await?;
-        let addr = addrs[0];
+        let addr = *addrs
+            .first()
+            .ok_or_else(|| Failure::new(Reason::Dns, "no address to query"))?;
         let bind: SocketAddr = if addr.is_ipv4() {
             (Ipv4Addr::UNSPECIFIED, 0).into()
         } else {
@@ -336,7 +338,12 @@ mod tests {
 
     /// An NTP responder on 127.0.0.1 whose behaviour the test can change. Returns the port.
     async fn server(b: Arc<Mutex<Behaviour>>) -> u16 {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        server_on("127.0.0.1", b).await.unwrap()
+    }
+
+    /// The same on `ip`; `None` when `ip` cannot be bound (no IPv6 loopback on this machine).
+    async fn server_on(ip: &str, b: Arc<Mutex<Behaviour>>) -> Option<u16> {
+        let socket = UdpSocket::bind((ip, 0)).await.ok()?;
         let port = socket.local_addr().unwrap().port();
         tokio::spawn(async move {
             let mut buf = [0u8; 512];
@@ -348,7 +355,7 @@ mod tests {
                 }
             }
         });
-        port
+        Some(port)
     }
 
     async fn fixed(b: Behaviour) -> u16 {
@@ -470,6 +477,33 @@ mod tests {
         assert!(e.message.contains("too short"), "{}", e.message);
         assert!(p.handles.offset.get().is_nan());
         assert_eq!(p.handles.stratum.get(), -1.0);
+    }
+
+    #[tokio::test]
+    async fn ipv6_server_and_the_ip_option() {
+        let b = Behaviour::Answer {
+            offset: 0.5,
+            stratum: 2,
+        };
+        let Some(port) = server_on("::1", Arc::new(Mutex::new(b))).await else {
+            eprintln!("skipped: no IPv6 loopback here");
+            return;
+        };
+        let target = Target { host: "::1".into() };
+        // The client socket must be bound in the server's family for this to work.
+        let p = probe(options(port));
+        let ok = tokio::time::timeout(Duration::from_secs(5), p.run(&target))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_offset(&p, ok.latency, 0.5);
+        let mut o = options(port);
+        o.ip = IpPreference::Ipv4;
+        let e = tokio::time::timeout(Duration::from_secs(5), probe(o).run(&target))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(e.reason, Reason::Dns, "{e}");
     }
 
     #[tokio::test]
