@@ -1144,6 +1144,9 @@ mod tests {
         assert_eq!(o.expect_answer_regex.as_ref().unwrap().as_str(), "v=spf1");
         assert!(!o.recursion_desired);
         assert_eq!(o.ip, IpPreference::Ipv4);
+        // Service names (SRV) and reverse names (PTR) are ordinary query names.
+        service("{ type: dns, query_name: _sip._tcp.example.com, query_type: SRV }").unwrap();
+        service("{ type: dns, query_name: 1.2.0.192.in-addr.arpa., query_type: PTR }").unwrap();
         for t in ["aaaa", "CNAME", "mx", "NS", "ptr", "SOA", "srv"] {
             service(&format!("{{ type: dns, query_type: {t} }}")).unwrap();
         }
