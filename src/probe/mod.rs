@@ -10,6 +10,8 @@
 //! `impl Probe`, then tests against a fake server started by the test.
 
 pub mod packets;
+pub mod dns;
+pub mod ntp;
 pub mod resolve;
 pub mod tcp;
 
@@ -80,7 +82,7 @@ impl Protocol {
 
     /// Whether this build can probe the protocol; the config refuses the others by name.
     pub fn is_supported(self) -> bool {
-        matches!(self, Protocol::Tcp)
+        matches!(self, Protocol::Dns | Protocol::Ntp | Protocol::Tcp)
     }
 
     /// Whether `NAME:PORT` and a `port:` option make sense for this protocol.
@@ -240,6 +242,10 @@ pub trait Probe: fmt::Debug + Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Options {
+    /// `dns` options.
+    Dns(dns::Options),
+    /// `ntp` options.
+    Ntp(ntp::Options),
     /// `tcp` options.
     Tcp(tcp::Options),
 }
@@ -296,6 +302,8 @@ pub fn parse_options(
     node: &marked_yaml::Node,
 ) -> Result<Options, OptionsError> {
     let options = match protocol {
+        Protocol::Dns => Options::Dns(from_node(node)?),
+        Protocol::Ntp => Options::Ntp(from_node(node)?),
         Protocol::Tcp => Options::Tcp(from_node(node)?),
         other => {
             return Err(OptionsError::whole(format!(
@@ -321,6 +329,8 @@ impl Options {
     /// Checks what serde cannot: required fields, value ranges, combinations.
     fn validate(&self) -> Result<(), String> {
         match self {
+            Options::Dns(o) => o.validate(),
+            Options::Ntp(o) => o.validate(),
             Options::Tcp(o) => o.validate(),
         }
     }
@@ -328,6 +338,8 @@ impl Options {
     /// The port the service talks to, for the `service` label (`tcp:22`).
     pub fn port(&self) -> Option<u16> {
         match self {
+            Options::Dns(o) => Some(o.port()),
+            Options::Ntp(o) => Some(o.port()),
             Options::Tcp(o) => o.port,
         }
     }
@@ -339,6 +351,10 @@ impl Options {
 pub struct ProbeMetrics {
     /// Packet families shared by `icmp` and `echo`.
     pub packets: packets::Metrics,
+    /// `netmon_dns_*`.
+    pub dns: dns::Metrics,
+    /// `netmon_ntp_*`.
+    pub ntp: ntp::Metrics,
 }
 
 impl ProbeMetrics {
@@ -346,6 +362,8 @@ impl ProbeMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         ProbeMetrics {
             packets: packets::Metrics::register(registry),
+            dns: dns::Metrics::register(registry),
+            ntp: ntp::Metrics::register(registry),
         }
     }
 }
@@ -368,6 +386,8 @@ pub struct BuildError(pub String);
 /// Builds the probe for a service from its validated options.
 pub fn build(options: &Options, ctx: &Context<'_>) -> Result<Arc<dyn Probe>, BuildError> {
     Ok(match options {
+        Options::Dns(o) => Arc::new(dns::DnsProbe::new(o.clone(), ctx)?),
+        Options::Ntp(o) => Arc::new(ntp::NtpProbe::new(o.clone(), ctx)),
         Options::Tcp(o) => Arc::new(tcp::TcpProbe::new(o.clone(), ctx)),
     })
 }
