@@ -1,0 +1,181 @@
+//! Benchmark: netmon at scale on this machine, as an operator would run it.
+//!
+//! `cargo bench --bench scale -- [SERVICES] [INTERVAL_S] [SECONDS] [MIX]` starts loopback
+//! targets, runs the release `netmon` binary with SERVICES services (default 10000) at
+//! INTERVAL_S (default 10) spread over 127.0.0.0/8 hosts, lets the first round pass, then
+//! measures for SECONDS (default 60): CPU (from /proc/PID/stat), RSS, probes run (from
+//! /metrics), CPU seconds per 1,000 probes, and scheduler lateness p50/p99 (from
+//! netmon_scheduler_lateness_seconds), while scraping /metrics every second. MIX is a comma
+//! list of protocols to cycle through (default `tcp`; `icmp`, `udp` where supported).
+//! Every load is bounded by SECONDS and stops by itself.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn arg<T: std::str::FromStr>(i: usize, default: T) -> T {
+    std::env::args()
+        .filter(|a| !a.starts_with("--"))
+        .nth(i)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default)
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// Sums of every sample of `name` (all label sets) in a scrape.
+fn sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' ')))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// (le, cumulative count) of a histogram without labels.
+fn buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (le, v) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((le, v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> f64 {
+    let d: Vec<(f64, f64)> = after
+        .iter()
+        .zip(before)
+        .map(|((le, a), (_, b))| (*le, a - b))
+        .collect();
+    let total = d.last().map_or(0.0, |x| x.1);
+    if total == 0.0 {
+        return f64::NAN;
+    }
+    d.iter().find(|(_, c)| *c >= q * total).map_or(f64::INFINITY, |x| x.0)
+}
+
+fn proc_stat(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rfind(')').map_or("", |i| &stat[i + 2..]);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    ((ticks(11) + ticks(12)) / 100.0, rss_kb / 1024.0)
+}
+
+fn main() {
+    let n: usize = arg(1, 10_000);
+    let interval: u64 = arg(2, 10);
+    let seconds: u64 = arg(3, 60);
+    let mix: String = arg(4, "tcp".to_string());
+    let protocols: Vec<&str> = mix.split(',').collect();
+
+    // Targets: one TCP listener on every loopback address, one UDP responder.
+    let tcp = TcpListener::bind("0.0.0.0:0").expect("bind tcp");
+    let tcp_port = tcp.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for c in tcp.incoming() {
+            drop(c);
+        }
+    });
+    let udp = UdpSocket::bind("0.0.0.0:0").expect("bind udp");
+    let udp_port = udp.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((len, from)) = udp.recv_from(&mut buf) {
+            let _ = udp.send_to(&buf[..len], from);
+        }
+    });
+
+    let dir = std::env::temp_dir().join(format!("netmon-scale-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut cfg = format!("defaults: {{ interval: {interval}s, timeout: 2s }}\ntargets:\n");
+    for i in 0..n {
+        // 127.0.0.0/8 minus .0 and .255 host parts: plenty of distinct hosts.
+        let host = format!("127.{}.{}.{}", 1 + (i / 62_500) % 250, (i / 250) % 250, 1 + i % 250);
+        let svc = match protocols[i % protocols.len()] {
+            "icmp" => "ICMP".to_string(),
+            "udp" => format!("{{ type: udp, port: {udp_port}, send: ping }}"),
+            _ => format!("\"TCP:{tcp_port}\""),
+        };
+        cfg.push_str(&format!("  {host}: {{ services: [{svc}] }}\n"));
+    }
+    let cfg_path = dir.join("netmon.yml");
+    std::fs::write(&cfg_path, cfg).expect("write config");
+    let listen = {
+        let l = TcpListener::bind("127.0.0.1:0").expect("port");
+        l.local_addr().expect("addr").to_string()
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netmon"))
+        .arg("--config.file")
+        .arg(&cfg_path)
+        .args(["--web.listen-address", &listen, "--log.level", "warn"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start netmon");
+    let pid = child.id();
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, idle_rss) = proc_stat(pid);
+    // Let the first round (spread over 5 s) and one whole interval pass.
+    std::thread::sleep(Duration::from_secs(5 + interval));
+    let first = http_get(&listen, "/metrics");
+    let (cpu0, _) = proc_stat(pid);
+    let t0 = Instant::now();
+    let mut scrape_ms = Vec::new();
+    let mut rss_max: f64 = 0.0;
+    while t0.elapsed() < Duration::from_secs(seconds) {
+        let t = Instant::now();
+        let body = http_get(&listen, "/metrics");
+        scrape_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        assert!(body.len() > 1000, "scrape failed");
+        rss_max = rss_max.max(proc_stat(pid).1);
+        std::thread::sleep(Duration::from_secs(1).saturating_sub(t.elapsed()));
+    }
+    let (cpu1, rss) = proc_stat(pid);
+    let wall = t0.elapsed().as_secs_f64();
+    let last = http_get(&listen, "/metrics");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let probes = sum(&last, "netmon_probes_total") - sum(&first, "netmon_probes_total");
+    let up = sum(&last, "netmon_up");
+    let cpu = cpu1 - cpu0;
+    let lb0 = buckets(&first, "netmon_scheduler_lateness_seconds");
+    let lb1 = buckets(&last, "netmon_scheduler_lateness_seconds");
+    scrape_ms.sort_by(f64::total_cmp);
+    println!("scale: {n} services ({mix}) every {interval}s, measured {wall:.0}s after warm-up");
+    println!("  probes run        {probes:.0} ({:.0}/s); services up {up:.0}/{n}", probes / wall);
+    println!("  cpu               {cpu:.2} s = {:.1}% of one core", 100.0 * cpu / wall);
+    println!("  cpu per 1k probes {:.4} s", 1000.0 * cpu / probes.max(1.0));
+    println!("  rss               idle {idle_rss:.1} MB, end {rss:.1} MB, max {rss_max:.1} MB");
+    println!(
+        "  lateness          p50 <= {:.4} s, p99 <= {:.4} s (bucket upper bounds)",
+        quantile(&lb0, &lb1, 0.5),
+        quantile(&lb0, &lb1, 0.99)
+    );
+    println!(
+        "  scrape            median {:.1} ms, max {:.1} ms ({} scrapes)",
+        scrape_ms.get(scrape_ms.len() / 2).copied().unwrap_or(0.0),
+        scrape_ms.last().copied().unwrap_or(0.0),
+        scrape_ms.len()
+    );
+}
