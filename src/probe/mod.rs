@@ -9,6 +9,7 @@
 //! the config is read), its `Metrics` (registered once per registry), the probe type with its
 //! `impl Probe`, then tests against a fake server started by the test.
 
+pub mod http;
 pub mod resolve;
 pub mod tcp;
 
@@ -79,7 +80,7 @@ impl Protocol {
 
     /// Whether this build can probe the protocol; the config refuses the others by name.
     pub fn is_supported(self) -> bool {
-        matches!(self, Protocol::Tcp)
+        matches!(self, Protocol::Tcp | Protocol::Http | Protocol::Https)
     }
 
     /// Whether `NAME:PORT` and a `port:` option make sense for this protocol.
@@ -239,6 +240,10 @@ pub trait Probe: fmt::Debug + Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Options {
+    /// `http` options.
+    Http(http::Options),
+    /// `https` options.
+    Https(http::Options),
     /// `tcp` options.
     Tcp(tcp::Options),
 }
@@ -292,6 +297,8 @@ pub fn parse_options(
     node: &marked_yaml::Node,
 ) -> Result<Options, OptionsError> {
     let options = match protocol {
+        Protocol::Http => Options::Http(from_node(node)?),
+        Protocol::Https => Options::Https(from_node(node)?),
         Protocol::Tcp => Options::Tcp(from_node(node)?),
         other => {
             return Err(OptionsError::whole(format!(
@@ -317,6 +324,8 @@ impl Options {
     /// Checks what serde cannot: required fields, value ranges, combinations.
     fn validate(&self) -> Result<(), String> {
         match self {
+            Options::Http(o) => o.validate(Protocol::Http),
+            Options::Https(o) => o.validate(Protocol::Https),
             Options::Tcp(o) => o.validate(),
         }
     }
@@ -324,6 +333,7 @@ impl Options {
     /// The port the service talks to, for the `service` label (`tcp:22`).
     pub fn port(&self) -> Option<u16> {
         match self {
+            Options::Http(o) | Options::Https(o) => o.port(),
             Options::Tcp(o) => o.port,
         }
     }
@@ -332,12 +342,17 @@ impl Options {
 /// Every protocol's own metric families, registered once per registry. A protocol with only
 /// the common families (tcp) has no field here.
 #[derive(Debug, Clone)]
-pub struct ProbeMetrics {}
+pub struct ProbeMetrics {
+    /// `http` and `https`.
+    pub http: http::Metrics,
+}
 
 impl ProbeMetrics {
     /// Registers every protocol's families under `registry` (already prefixed `netmon`).
-    pub fn register(_registry: &mut Registry) -> Self {
-        ProbeMetrics {}
+    pub fn register(registry: &mut Registry) -> Self {
+        ProbeMetrics {
+            http: http::Metrics::register(registry),
+        }
     }
 }
 
@@ -359,6 +374,8 @@ pub struct BuildError(pub String);
 /// Builds the probe for a service from its validated options.
 pub fn build(options: &Options, ctx: &Context<'_>) -> Result<Arc<dyn Probe>, BuildError> {
     Ok(match options {
+        Options::Http(o) => Arc::new(http::HttpProbe::new(Protocol::Http, o.clone(), ctx)?),
+        Options::Https(o) => Arc::new(http::HttpProbe::new(Protocol::Https, o.clone(), ctx)?),
         Options::Tcp(o) => Arc::new(tcp::TcpProbe::new(o.clone(), ctx)),
     })
 }
