@@ -806,3 +806,23 @@ fn bare_services_request_the_root_of_the_target() {
         "http://example.com:8080/health?full=1"
     );
 }
+
+#[tokio::test]
+async fn a_server_that_hangs_up_without_answering_fails_at_once() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            // Read the request, then close without a response.
+            let mut buf = [0u8; 1024];
+            let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
+        }
+    });
+    let (e, p) = http(&format!("{{port: {port}}}")).await;
+    let e = e.unwrap_err();
+    assert!(
+        matches!(e.reason, Reason::Protocol | Reason::Refused),
+        "{e}"
+    );
+    assert_eq!(p.status.get(), 0);
+}
