@@ -15,7 +15,10 @@ fn services(m: &Metrics, n: usize) -> Vec<ServiceMetrics> {
     (0..n)
         .map(|i| {
             let labels: Labels = vec![
-                ("host".into(), format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255)),
+                (
+                    "host".into(),
+                    format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255),
+                ),
                 ("protocol".into(), "tcp".into()),
                 ("service".into(), "tcp:443".into()),
                 ("site".into(), "bench".into()),

@@ -27,7 +27,10 @@ fn http_get(addr: &str, path: &str) -> String {
         return String::new();
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out
@@ -36,7 +39,10 @@ fn http_get(addr: &str, path: &str) -> String {
 /// Sums of every sample of `name` (all label sets) in a scrape.
 fn sum(text: &str, name: &str) -> f64 {
     text.lines()
-        .filter(|l| l.starts_with(name) && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' ')))
+        .filter(|l| {
+            l.starts_with(name)
+                && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' '))
+        })
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum()
 }
@@ -48,7 +54,11 @@ fn buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
         .filter_map(|l| {
             let rest = l.strip_prefix(&prefix)?;
             let (le, v) = rest.split_once("\"} ")?;
-            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
             Some((le, v.trim().parse().ok()?))
         })
         .collect()
@@ -64,7 +74,9 @@ fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> f64 {
     if total == 0.0 {
         return f64::NAN;
     }
-    d.iter().find(|(_, c)| *c >= q * total).map_or(f64::INFINITY, |x| x.0)
+    d.iter()
+        .find(|(_, c)| *c >= q * total)
+        .map_or(f64::INFINITY, |x| x.0)
 }
 
 fn proc_stat(pid: u32) -> (f64, f64) {
@@ -110,7 +122,12 @@ fn main() {
     let mut cfg = format!("defaults: {{ interval: {interval}s, timeout: 2s }}\ntargets:\n");
     for i in 0..n {
         // 127.0.0.0/8 minus .0 and .255 host parts: plenty of distinct hosts.
-        let host = format!("127.{}.{}.{}", 1 + (i / 62_500) % 250, (i / 250) % 250, 1 + i % 250);
+        let host = format!(
+            "127.{}.{}.{}",
+            1 + (i / 62_500) % 250,
+            (i / 250) % 250,
+            1 + i % 250
+        );
         let svc = match protocols[i % protocols.len()] {
             "icmp" => "ICMP".to_string(),
             "udp" => format!("{{ type: udp, port: {udp_port}, send: ping }}"),
@@ -163,9 +180,18 @@ fn main() {
     let lb1 = buckets(&last, "netmon_scheduler_lateness_seconds");
     scrape_ms.sort_by(f64::total_cmp);
     println!("scale: {n} services ({mix}) every {interval}s, measured {wall:.0}s after warm-up");
-    println!("  probes run        {probes:.0} ({:.0}/s); services up {up:.0}/{n}", probes / wall);
-    println!("  cpu               {cpu:.2} s = {:.1}% of one core", 100.0 * cpu / wall);
-    println!("  cpu per 1k probes {:.4} s", 1000.0 * cpu / probes.max(1.0));
+    println!(
+        "  probes run        {probes:.0} ({:.0}/s); services up {up:.0}/{n}",
+        probes / wall
+    );
+    println!(
+        "  cpu               {cpu:.2} s = {:.1}% of one core",
+        100.0 * cpu / wall
+    );
+    println!(
+        "  cpu per 1k probes {:.4} s",
+        1000.0 * cpu / probes.max(1.0)
+    );
     println!("  rss               idle {idle_rss:.1} MB, end {rss:.1} MB, max {rss_max:.1} MB");
     println!(
         "  lateness          p50 <= {:.4} s, p99 <= {:.4} s (bucket upper bounds)",

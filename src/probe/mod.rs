@@ -9,9 +9,10 @@
 //! the config is read), its `Metrics` (registered once per registry), the probe type with its
 //! `impl Probe`, then tests against a fake server started by the test.
 
-pub mod packets;
 pub mod dns;
+pub mod http;
 pub mod ntp;
+pub mod packets;
 pub mod resolve;
 pub mod tcp;
 
@@ -82,7 +83,10 @@ impl Protocol {
 
     /// Whether this build can probe the protocol; the config refuses the others by name.
     pub fn is_supported(self) -> bool {
-        matches!(self, Protocol::Dns | Protocol::Ntp | Protocol::Tcp)
+        matches!(
+            self,
+            Protocol::Http | Protocol::Https | Protocol::Dns | Protocol::Ntp | Protocol::Tcp
+        )
     }
 
     /// Whether `NAME:PORT` and a `port:` option make sense for this protocol.
@@ -246,6 +250,10 @@ pub enum Options {
     Dns(dns::Options),
     /// `ntp` options.
     Ntp(ntp::Options),
+    /// `http` options.
+    Http(http::Options),
+    /// `https` options.
+    Https(http::Options),
     /// `tcp` options.
     Tcp(tcp::Options),
 }
@@ -304,6 +312,8 @@ pub fn parse_options(
     let options = match protocol {
         Protocol::Dns => Options::Dns(from_node(node)?),
         Protocol::Ntp => Options::Ntp(from_node(node)?),
+        Protocol::Http => Options::Http(from_node(node)?),
+        Protocol::Https => Options::Https(from_node(node)?),
         Protocol::Tcp => Options::Tcp(from_node(node)?),
         other => {
             return Err(OptionsError::whole(format!(
@@ -331,6 +341,8 @@ impl Options {
         match self {
             Options::Dns(o) => o.validate(),
             Options::Ntp(o) => o.validate(),
+            Options::Http(o) => o.validate(Protocol::Http),
+            Options::Https(o) => o.validate(Protocol::Https),
             Options::Tcp(o) => o.validate(),
         }
     }
@@ -340,6 +352,7 @@ impl Options {
         match self {
             Options::Dns(o) => Some(o.port()),
             Options::Ntp(o) => Some(o.port()),
+            Options::Http(o) | Options::Https(o) => o.port(),
             Options::Tcp(o) => o.port,
         }
     }
@@ -355,6 +368,8 @@ pub struct ProbeMetrics {
     pub dns: dns::Metrics,
     /// `netmon_ntp_*`.
     pub ntp: ntp::Metrics,
+    /// `http` and `https`.
+    pub http: http::Metrics,
 }
 
 impl ProbeMetrics {
@@ -364,6 +379,7 @@ impl ProbeMetrics {
             packets: packets::Metrics::register(registry),
             dns: dns::Metrics::register(registry),
             ntp: ntp::Metrics::register(registry),
+            http: http::Metrics::register(registry),
         }
     }
 }
@@ -388,6 +404,8 @@ pub fn build(options: &Options, ctx: &Context<'_>) -> Result<Arc<dyn Probe>, Bui
     Ok(match options {
         Options::Dns(o) => Arc::new(dns::DnsProbe::new(o.clone(), ctx)?),
         Options::Ntp(o) => Arc::new(ntp::NtpProbe::new(o.clone(), ctx)),
+        Options::Http(o) => Arc::new(http::HttpProbe::new(Protocol::Http, o.clone(), ctx)?),
+        Options::Https(o) => Arc::new(http::HttpProbe::new(Protocol::Https, o.clone(), ctx)?),
         Options::Tcp(o) => Arc::new(tcp::TcpProbe::new(o.clone(), ctx)),
     })
 }
