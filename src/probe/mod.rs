@@ -9,9 +9,11 @@
 //! the config is read), its `Metrics` (registered once per registry), the probe type with its
 //! `impl Probe`, then tests against a fake server started by the test.
 
+pub mod icmp;
 pub mod packets;
 pub mod resolve;
 pub mod tcp;
+pub mod udp;
 
 use std::fmt;
 use std::sync::Arc;
@@ -80,7 +82,7 @@ impl Protocol {
 
     /// Whether this build can probe the protocol; the config refuses the others by name.
     pub fn is_supported(self) -> bool {
-        matches!(self, Protocol::Tcp)
+        matches!(self, Protocol::Tcp | Protocol::Icmp | Protocol::Udp)
     }
 
     /// Whether `NAME:PORT` and a `port:` option make sense for this protocol.
@@ -242,6 +244,10 @@ pub trait Probe: fmt::Debug + Send + Sync + 'static {
 pub enum Options {
     /// `tcp` options.
     Tcp(tcp::Options),
+    /// `icmp` options.
+    Icmp(icmp::Options),
+    /// `udp` options.
+    Udp(udp::Options),
 }
 
 /// A problem with a service's options, located by the config loader.
@@ -294,6 +300,8 @@ pub fn parse_options(
 ) -> Result<Options, OptionsError> {
     let options = match protocol {
         Protocol::Tcp => Options::Tcp(from_node(node)?),
+        Protocol::Icmp => Options::Icmp(from_node(node)?),
+        Protocol::Udp => Options::Udp(from_node(node)?),
         other => {
             return Err(OptionsError::whole(format!(
                 "protocol `{other}` is not supported yet by this build of netmon; supported: {}",
@@ -319,6 +327,8 @@ impl Options {
     fn validate(&self) -> Result<(), String> {
         match self {
             Options::Tcp(o) => o.validate(),
+            Options::Icmp(o) => o.validate(),
+            Options::Udp(o) => o.validate(),
         }
     }
 
@@ -326,6 +336,8 @@ impl Options {
     pub fn port(&self) -> Option<u16> {
         match self {
             Options::Tcp(o) => o.port,
+            Options::Icmp(_) => None,
+            Options::Udp(o) => o.port,
         }
     }
 }
@@ -354,6 +366,10 @@ pub struct Context<'a> {
     pub labels: &'a Labels,
     /// The protocol families.
     pub metrics: &'a ProbeMetrics,
+    /// The service's timeout. The runner drops the probe then; probes that decide by
+    /// themselves when to stop waiting (a round of ICMP packets, UDP silence) finish a little
+    /// before it so they can still report what they saw.
+    pub timeout: Duration,
 }
 
 /// A probe that cannot start on this machine (e.g. ICMP without the privilege to open its
@@ -366,5 +382,7 @@ pub struct BuildError(pub String);
 pub fn build(options: &Options, ctx: &Context<'_>) -> Result<Arc<dyn Probe>, BuildError> {
     Ok(match options {
         Options::Tcp(o) => Arc::new(tcp::TcpProbe::new(o.clone(), ctx)),
+        Options::Icmp(o) => Arc::new(icmp::IcmpProbe::new(o.clone(), ctx)?),
+        Options::Udp(o) => Arc::new(udp::UdpProbe::new(o.clone(), ctx)?),
     })
 }
