@@ -1,4 +1,4 @@
-//! The ICMP probe: a round of `count` echo requests, `interval` apart; up when at least one
+//! The ICMP probe: a round of `count` echo requests, `packet_interval` apart; up when at least one
 //! echo reply comes back, latency = mean RTT, per-packet figures in the shared packet families
 //! (`crate::probe::packets`).
 //!
@@ -32,6 +32,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -87,12 +88,12 @@ pub struct Options {
     #[serde(default = "default_count", skip_serializing_if = "is_default_count")]
     pub count: u32,
     /// Time between two requests of a round (1ms-10s; 200ms, `ping`'s unprivileged minimum,
-    /// by default).
+    /// by default). Not `interval`: that key is the service's schedule.
     #[serde(
         default = "default_interval",
         skip_serializing_if = "is_default_interval"
     )]
-    pub interval: Duration,
+    pub packet_interval: Duration,
     /// Bytes of payload after the 8-byte ICMP header (0-65507; 56 as `ping`).
     #[serde(
         default = "default_payload_size",
@@ -109,12 +110,12 @@ impl Options {
         if self.count == 0 || self.count > MAX_COUNT {
             return Err(format!("count must be between 1 and {MAX_COUNT}"));
         }
-        if self.interval.0 < StdDuration::from_millis(1)
-            || self.interval.0 > StdDuration::from_secs(10)
+        if self.packet_interval.0 < StdDuration::from_millis(1)
+            || self.packet_interval.0 > StdDuration::from_secs(10)
         {
             return Err(format!(
-                "interval {} is out of range: use 1ms to 10s",
-                self.interval
+                "packet_interval {} is out of range: use 1ms to 10s",
+                self.packet_interval
             ));
         }
         if self.payload_size > MAX_PAYLOAD {
@@ -126,13 +127,13 @@ impl Options {
     /// Checks that a round fits in the service's `timeout`: the requests must all leave, each
     /// with time for its reply, before the probe's own deadline ([`wait_budget`]).
     pub fn check_fits(&self, timeout: StdDuration) -> Result<(), String> {
-        let round = self.interval.0 * self.count;
+        let round = self.packet_interval.0 * self.count;
         let budget = wait_budget(timeout);
         if round > budget {
             return Err(format!(
-                "count {} x interval {} = {} does not fit in the timeout {} (the round must end by {}, 90% of it): lower count or interval, or raise the timeout",
+                "count {} x packet_interval {} = {} does not fit in the timeout {} (the round must end by {}, 90% of it): lower count or packet_interval, or raise the timeout",
                 self.count,
-                self.interval,
+                self.packet_interval,
                 Duration(round),
                 Duration(timeout),
                 Duration(budget)
@@ -532,12 +533,12 @@ impl IcmpSocket {
         info!(
             family = family.as_str(),
             socket = s.kind_str(),
-            "icmp socket opened ({})",
-            if kind == SockType::RAW {
-                "raw: root or CAP_NET_RAW"
+            allowed_by = if kind == SockType::RAW {
+                "root or CAP_NET_RAW"
             } else {
-                "datagram: unprivileged, allowed by net.ipv4.ping_group_range"
-            }
+                "net.ipv4.ping_group_range"
+            },
+            "icmp socket opened"
         );
         Ok(Arc::new(s))
     }
@@ -670,9 +671,9 @@ impl IcmpProbe {
             let now = tokio::time::Instant::now();
             if left > 0 && now >= next {
                 left -= 1;
-                next += self.options.interval.0;
+                next += self.options.packet_interval.0;
                 // Leave the last request a moment for its reply; later ones would only be lost.
-                if now + self.options.interval.0.min(self.budget / 10) > deadline {
+                if now + self.options.packet_interval.0.min(self.budget / 10) > deadline {
                     left = 0;
                     continue;
                 }
@@ -753,13 +754,16 @@ async fn send(
     })?;
     let mut packet = echo_request(socket.family, socket.ident, seq, &data);
     let to = SocketAddr::new(dest, 0);
-    // Stamped before the system call: the RTT then covers the whole exchange.
-    let t0 = std::time::Instant::now();
-    socket
-        .socket
-        .send_to(&mut packet, &to)
-        .await
-        .map_err(|e| Failure::io(&format!("send echo request to {dest}"), &e))?;
+    // Stamped just before the poll that makes the system call: a first send may wait for the
+    // socket's writable readiness, and that wait is not part of the round trip.
+    let mut t0 = std::time::Instant::now();
+    let mut sending = std::pin::pin!(socket.socket.send_to(&mut packet, &to));
+    std::future::poll_fn(|cx| {
+        t0 = std::time::Instant::now();
+        sending.as_mut().poll(cx)
+    })
+    .await
+    .map_err(|e| Failure::io(&format!("send echo request to {dest}"), &e))?;
     Ok((t0, rx, reg))
 }
 
@@ -843,7 +847,7 @@ mod tests {
     fn options(count: u32, interval_ms: u64) -> Options {
         Options {
             count,
-            interval: Duration(StdDuration::from_millis(interval_ms)),
+            packet_interval: Duration(StdDuration::from_millis(interval_ms)),
             payload_size: 56,
             ip: IpPreference::Auto,
         }
@@ -1164,6 +1168,32 @@ mod tests {
         assert!(matches!(r, Ok(Ok(Reply { error: None, .. }))), "{r:?}");
     }
 
+    /// No reply at all (the receive loop stopped): reason `loss`, every packet counted lost,
+    /// and the round ends before the timeout so the runner never reports `timeout`.
+    #[tokio::test]
+    async fn no_reply_is_loss_with_full_loss_ratio() {
+        let Some(s) = socket_or_skip(Family::V4, SockType::DGRAM) else {
+            return;
+        };
+        s.recv.abort();
+        let f = Fixture::new();
+        let timeout = StdDuration::from_millis(300);
+        let p = f.probe(options(3, 10), timeout, &s);
+        let started = std::time::Instant::now();
+        let e = p.run(&target("127.0.0.1")).await.unwrap_err();
+        assert!(started.elapsed() < timeout, "{:?}", started.elapsed());
+        assert_eq!(e.reason, Reason::Loss, "{e}");
+        assert!(e.message.contains("0 of 3"), "{e}");
+        let text = f.text();
+        assert!(text.contains("packets_sent_total{host=\"h\"} 3"), "{text}");
+        assert!(
+            text.contains("packets_received_total{host=\"h\"} 0"),
+            "{text}"
+        );
+        assert!(text.contains("packet_loss_ratio{host=\"h\"} 1.0"), "{text}");
+        assert!(s.table.waiters.lock().unwrap().is_empty());
+    }
+
     #[test]
     fn checksum_matches_rfc_1071_example() {
         // RFC 1071 §3: the sum of 0001 f203 f4f5 f6f7 is ddf2, so the checksum is 220d.
@@ -1181,7 +1211,12 @@ mod tests {
         assert!(options(3, 200).validate().is_ok());
         assert!(options(0, 200).validate().unwrap_err().contains("count"));
         assert!(options(101, 200).validate().unwrap_err().contains("count"));
-        assert!(options(3, 0).validate().unwrap_err().contains("interval"));
+        assert!(
+            options(3, 0)
+                .validate()
+                .unwrap_err()
+                .contains("packet_interval")
+        );
         let mut o = options(3, 200);
         o.payload_size = MAX_PAYLOAD + 1;
         assert!(o.validate().unwrap_err().contains("payload_size"));
