@@ -1116,6 +1116,29 @@ mod tests {
         assert!(table.waiters.lock().unwrap().is_empty());
     }
 
+    /// A destination unreachable quoting our request reaches the probe as an error, routed by
+    /// the quoted destination (the router that sent it is another address).
+    #[test]
+    fn icmp_errors_are_routed_by_the_quoted_request() {
+        let table = Arc::new(Table::default());
+        let dest: IpAddr = "127.0.0.9".parse().unwrap();
+        let (seq, mut rx, _reg) = table.register(dest, payload(56)).unwrap();
+        let ours = 0x4242;
+        // Type 3 code 1, unused word, then the quoted IPv4 header and our echo header.
+        let mut quoted = vec![
+            0x45, 0, 0, 84, 0, 0, 0, 0, 64, 1, 0, 0, 127, 0, 0, 1, 127, 0, 0, 9,
+        ];
+        quoted.extend_from_slice(&echo_request(Family::V4, ours, seq, &[])[..8]);
+        let mut icmp = vec![3, 1, 0, 0, 0, 0, 0, 0];
+        icmp.extend_from_slice(&quoted);
+        let mut m = ipv4_header(icmp.len(), 1);
+        m.extend_from_slice(&icmp);
+        let router: IpAddr = "127.0.0.1".parse().unwrap();
+        table.dispatch(&m, router, std::time::Instant::now(), SockType::RAW, ours);
+        let r = rx.try_recv().unwrap();
+        assert_eq!(r.error.as_deref(), Some("destination host unreachable"));
+    }
+
     #[test]
     fn dropped_registration_frees_its_pair_only() {
         let table = Arc::new(Table::default());
@@ -1229,6 +1252,49 @@ mod tests {
             .check_fits(StdDuration::from_secs(5))
             .unwrap_err();
         assert!(e.contains("does not fit in the timeout 5s"), "{e}");
+    }
+
+    #[test]
+    fn options_come_from_the_config_with_defaults_and_typo_hints() {
+        let text = "targets:\n  127.0.0.1:\n    services:\n      - ICMP\n      - { type: icmp, name: big, count: 5, packet_interval: 100ms, payload_size: 1400, ip: ipv4 }\n";
+        let c = crate::config::load(text, "t.yml").unwrap();
+        let opts: Vec<_> = c.services().map(|s| s.options.clone()).collect();
+        assert_eq!(
+            opts[0],
+            crate::probe::Options::Icmp(Options {
+                count: 3,
+                packet_interval: Duration(StdDuration::from_millis(200)),
+                payload_size: 56,
+                ip: IpPreference::Auto,
+            })
+        );
+        assert_eq!(
+            opts[1],
+            crate::probe::Options::Icmp(Options {
+                count: 5,
+                packet_interval: Duration(StdDuration::from_millis(100)),
+                payload_size: 1400,
+                ip: IpPreference::Ipv4,
+            })
+        );
+        let bad = "targets:\n  h:\n    services:\n      - { type: icmp, cuont: 5 }\n";
+        let e = crate::config::load(bad, "t.yml").unwrap_err().to_string();
+        assert!(e.contains("t.yml:4:"), "{e}");
+        assert!(e.contains("`count`"), "{e}");
+        let bad = "targets:\n  h:\n    services:\n      - \"ICMP:7\"\n";
+        assert!(crate::config::load(bad, "t.yml").is_err());
+    }
+
+    #[test]
+    fn a_round_longer_than_the_timeout_fails_to_build() {
+        let f = Fixture::new();
+        let ctx = Context {
+            labels: &f.labels,
+            metrics: &f.metrics,
+            timeout: StdDuration::from_millis(500),
+        };
+        let e = IcmpProbe::new(options(3, 200), &ctx).unwrap_err();
+        assert!(e.0.contains("does not fit in the timeout 500ms"), "{}", e.0);
     }
 
     #[test]

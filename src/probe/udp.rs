@@ -381,6 +381,40 @@ mod tests {
     }
 
     #[test]
+    fn options_come_from_the_config() {
+        let text = "targets:\n  h:\n    services:\n      - \"UDP:53\"\n      - { type: udp, port: 161, send_hex: '30 26', expect_regex: '^0', silence_is_up: true, ip: ipv6, max_read: 512 }\n";
+        let c = crate::config::load(text, "t.yml").unwrap();
+        let s: Vec<_> = c.services().collect();
+        assert_eq!(s[0].name, "udp:53");
+        assert_eq!(
+            s[0].options,
+            crate::probe::Options::Udp(Options {
+                port: Some(53),
+                send: None,
+                send_hex: None,
+                expect_regex: None,
+                silence_is_up: false,
+                ip: IpPreference::Auto,
+                max_read: 4096,
+            })
+        );
+        match &s[1].options {
+            crate::probe::Options::Udp(o) => {
+                assert_eq!(o.payload().unwrap(), vec![0x30, 0x26]);
+                assert!(o.silence_is_up);
+                assert_eq!(o.max_read, 512);
+            }
+            other => panic!("{other:?}"),
+        }
+        let bad = "targets:\n  h:\n    services:\n      - { type: udp, port: 9, send: a, send_hex: '00' }\n";
+        let e = crate::config::load(bad, "t.yml").unwrap_err().to_string();
+        assert!(e.contains("not both"), "{e}");
+        let bad = "targets:\n  h:\n    services:\n      - { type: udp, send: a }\n";
+        let e = crate::config::load(bad, "t.yml").unwrap_err().to_string();
+        assert!(e.contains("needs a port"), "{e}");
+    }
+
+    #[test]
     fn options_are_validated() {
         let mut o = options(53);
         o.port = None;
