@@ -568,7 +568,11 @@ async fn recv_loop(socket: AsyncSocket, table: Arc<Table>, kind: SockType, ident
             }
             // Datagram sockets report ICMP errors as a socket error on the next receive; they
             // cannot be tied to a request, so that request simply counts as lost.
-            Err(e) => debug!(error = %e, "icmp receive error"),
+            Err(e) => {
+                debug!(error = %e, "icmp receive error");
+                // Never spin on an error that repeats.
+                tokio::time::sleep(StdDuration::from_millis(1)).await;
+            }
         }
     }
 }
