@@ -254,6 +254,7 @@ impl Monitor {
         let ctx = probe::Context {
             labels: &labels,
             metrics: &self.metrics.probe,
+            timeout: service.timeout,
         };
         let probe = match probe::build(&service.options, &ctx) {
             Ok(p) => p,

@@ -830,6 +830,7 @@ mod tests {
             &Context {
                 labels: &labels,
                 metrics: &metrics,
+                timeout: std::time::Duration::from_secs(5),
             },
         )
         .unwrap()
@@ -1086,6 +1087,7 @@ mod tests {
             &Context {
                 labels: &labels,
                 metrics: &metrics,
+                timeout: std::time::Duration::from_secs(5),
             },
         )
         .unwrap();

@@ -11,10 +11,12 @@
 
 pub mod dns;
 pub mod http;
+pub mod icmp;
 pub mod ntp;
 pub mod packets;
 pub mod resolve;
 pub mod tcp;
+pub mod udp;
 
 use std::fmt;
 use std::sync::Arc;
@@ -83,10 +85,7 @@ impl Protocol {
 
     /// Whether this build can probe the protocol; the config refuses the others by name.
     pub fn is_supported(self) -> bool {
-        matches!(
-            self,
-            Protocol::Http | Protocol::Https | Protocol::Dns | Protocol::Ntp | Protocol::Tcp
-        )
+        !matches!(self, Protocol::Echo)
     }
 
     /// Whether `NAME:PORT` and a `port:` option make sense for this protocol.
@@ -256,6 +255,10 @@ pub enum Options {
     Https(http::Options),
     /// `tcp` options.
     Tcp(tcp::Options),
+    /// `icmp` options.
+    Icmp(icmp::Options),
+    /// `udp` options.
+    Udp(udp::Options),
 }
 
 /// A problem with a service's options, located by the config loader.
@@ -315,6 +318,8 @@ pub fn parse_options(
         Protocol::Http => Options::Http(from_node(node)?),
         Protocol::Https => Options::Https(from_node(node)?),
         Protocol::Tcp => Options::Tcp(from_node(node)?),
+        Protocol::Icmp => Options::Icmp(from_node(node)?),
+        Protocol::Udp => Options::Udp(from_node(node)?),
         other => {
             return Err(OptionsError::whole(format!(
                 "protocol `{other}` is not supported yet by this build of netmon; supported: {}",
@@ -344,6 +349,8 @@ impl Options {
             Options::Http(o) => o.validate(Protocol::Http),
             Options::Https(o) => o.validate(Protocol::Https),
             Options::Tcp(o) => o.validate(),
+            Options::Icmp(o) => o.validate(),
+            Options::Udp(o) => o.validate(),
         }
     }
 
@@ -354,6 +361,8 @@ impl Options {
             Options::Ntp(o) => Some(o.port()),
             Options::Http(o) | Options::Https(o) => o.port(),
             Options::Tcp(o) => o.port,
+            Options::Icmp(_) => None,
+            Options::Udp(o) => o.port,
         }
     }
 }
@@ -391,6 +400,10 @@ pub struct Context<'a> {
     pub labels: &'a Labels,
     /// The protocol families.
     pub metrics: &'a ProbeMetrics,
+    /// The service's timeout. The runner drops the probe then; probes that decide by
+    /// themselves when to stop waiting (a round of ICMP packets, UDP silence) finish a little
+    /// before it so they can still report what they saw.
+    pub timeout: Duration,
 }
 
 /// A probe that cannot start on this machine (e.g. ICMP without the privilege to open its
@@ -407,5 +420,7 @@ pub fn build(options: &Options, ctx: &Context<'_>) -> Result<Arc<dyn Probe>, Bui
         Options::Http(o) => Arc::new(http::HttpProbe::new(Protocol::Http, o.clone(), ctx)?),
         Options::Https(o) => Arc::new(http::HttpProbe::new(Protocol::Https, o.clone(), ctx)?),
         Options::Tcp(o) => Arc::new(tcp::TcpProbe::new(o.clone(), ctx)),
+        Options::Icmp(o) => Arc::new(icmp::IcmpProbe::new(o.clone(), ctx)?),
+        Options::Udp(o) => Arc::new(udp::UdpProbe::new(o.clone(), ctx)?),
     })
 }

@@ -370,6 +370,7 @@ mod tests {
             &Context {
                 labels: &labels,
                 metrics: &metrics,
+                timeout: std::time::Duration::from_secs(5),
             },
         )
     }
@@ -542,6 +543,7 @@ mod tests {
             &Context {
                 labels: &labels,
                 metrics: &metrics,
+                timeout: std::time::Duration::from_secs(5),
             },
         );
         let mut text = String::new();

@@ -159,6 +159,7 @@ mod tests {
             &Context {
                 labels: &labels,
                 metrics: &metrics,
+                timeout: Duration::from_secs(1),
             },
         )
     }

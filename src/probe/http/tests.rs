@@ -224,6 +224,7 @@ fn probe(protocol: Protocol, yaml: &str) -> (HttpProbe, ProbeMetrics) {
         &Context {
             labels: &labels,
             metrics: &metrics,
+            timeout: std::time::Duration::from_secs(5),
         },
     )
     .unwrap();
@@ -622,6 +623,7 @@ async fn forget_removes_every_series() {
         &Context {
             labels: &labels,
             metrics: &metrics,
+            timeout: std::time::Duration::from_secs(5),
         },
     )
     .unwrap();
