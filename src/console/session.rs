@@ -244,8 +244,9 @@ impl Session {
                 services: vec![svc],
             }),
         }
+        let fitted = fit_timeouts(&mut new, &host, Some(&name));
         self.commit(new).await?;
-        Ok(with_note(note, format!("added {host} {name}")))
+        Ok(with_note(note, format!("added {host} {name}{fitted}")))
     }
 
     async fn remove(&mut self, host: &str, service: Option<&str>) -> Result<String, String> {
@@ -294,9 +295,10 @@ impl Session {
                 }
             }
         }
+        let fitted = fit_timeouts(&mut new, host, service);
         self.commit(new).await?;
         let what = service.map_or_else(|| host.to_string(), |s| format!("{host} {s}"));
-        Ok(with_note(note, format!("{what}: every {every}")))
+        Ok(with_note(note, format!("{what}: every {every}{fitted}")))
     }
 
     async fn pause(
@@ -455,6 +457,13 @@ impl Session {
             LogSetting::Off => "off".to_string(),
             LogSetting::Filter(f) => f.to_ascii_lowercase(),
         };
+        // A bare word is a level: tracing would read `loud` as a module name and log all.
+        let levels = ["error", "warn", "info", "debug", "trace", "off"];
+        if !directives.contains(['=', ',', ':']) && !levels.contains(&directives.as_str()) {
+            return Err(format!(
+                "unknown level `{directives}`; usage: log on|off|LEVEL (error, warn, info, debug, trace, or a filter such as netmon=debug)"
+            ));
+        }
         control.set(&directives).map_err(|e| {
             format!("{e}; usage: log on|off|LEVEL (error, warn, info, debug, trace)")
         })?;
@@ -474,6 +483,38 @@ impl Session {
             .filter(|p| p.is_supported())
             .map(Protocol::as_str)
             .collect()
+    }
+}
+
+/// Where an edited service's inherited timeout is not below its new interval (a fast
+/// `every`), gives the service its own timeout of 90% of the interval, as netmon does when no
+/// timeout is written; says so in the returned text.
+fn fit_timeouts(config: &mut Config, host: &str, service: Option<&str>) -> String {
+    let defaults = config.defaults.clone();
+    let mut lowered = Vec::new();
+    for t in config.targets.iter_mut().filter(|t| t.host == host) {
+        for s in t
+            .services
+            .iter_mut()
+            .filter(|s| service.is_none_or(|n| n == s.name))
+        {
+            let interval = s
+                .own_interval
+                .or(t.interval)
+                .or(defaults.interval)
+                .map_or(config::DEFAULT_INTERVAL, |d| d.0);
+            let timeout = s.own_timeout.or(t.timeout).or(defaults.timeout);
+            if timeout.is_some_and(|t| t.0 >= interval) {
+                let fit = StdDuration::from_millis((interval.as_millis() * 9 / 10) as u64);
+                s.own_timeout = Some(Duration(fit));
+                lowered.push(format!("{} {}", s.name, Duration(fit)));
+            }
+        }
+    }
+    if lowered.is_empty() {
+        String::new()
+    } else {
+        format!(" (timeout lowered to fit: {})", lowered.join(", "))
     }
 }
 
