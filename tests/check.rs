@@ -227,3 +227,17 @@ fn config_file_checks_every_service_and_exits_with_the_worst() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(out.lines().count(), 1, "{out}");
 }
+
+#[test]
+fn man_page_is_roff_with_every_command() {
+    let out = Command::new(env!("CARGO_BIN_EXE_netmon"))
+        .arg("man")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let roff = String::from_utf8_lossy(&out.stdout);
+    assert!(roff.contains(".TH netmon 1"), "{roff}");
+    for cmd in ["serve", "check", "console", "completions"] {
+        assert!(roff.contains(cmd), "{cmd} missing from the man page");
+    }
+}

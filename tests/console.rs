@@ -298,6 +298,10 @@ fn a_log_line_arriving_while_typing_leaves_the_typed_text_intact() {
     let (code, _) = http(&c.addr, "POST", "/-/reload");
     assert_eq!(code, 200);
     c.wait_screen("configuration reloaded");
+    // rustyline writes the log line, then redraws the prompt: wait for the redraw.
+    c.wait("the prompt redrawn below the log line", |c| {
+        c.typed() == "netmon> status 127.0"
+    });
     let rows = c.rows();
     let log_row = rows
         .iter()

@@ -206,16 +206,6 @@ pub fn run(log: LogArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
         }
     });
-    if by_signal {
-        if let Some(t) = &saved_tty {
-            let _ = nix::sys::termios::tcsetattr(
-                std::io::stdin(),
-                nix::sys::termios::SetArg::TCSANOW,
-                t,
-            );
-            println!();
-        }
-    }
     rt.block_on(async {
         token.cancel();
         reloader.monitor().lock().await.stop_all().await;
@@ -227,6 +217,19 @@ pub fn run(log: LogArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     });
     info!("stopped");
+    if by_signal {
+        if let Some(t) = &saved_tty {
+            // The prompt thread is still in raw mode and ends with the process: give the
+            // terminal back as it was, once the last log line had its moment to print.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                t,
+            );
+            println!();
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
