@@ -35,6 +35,60 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Probe once and exit with a Nagios plugin code: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+    Check(CheckArgs),
+    /// Run the monitor and /metrics with an interactive prompt and tab completion.
+    Console(ServeArgs),
+    /// Print the man page (roff): `netmon man > netmon.1`.
+    Man,
+}
+
+/// Options of `check`: either `PROTOCOL HOST` or `--config.file FILE`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = "\
+Examples:
+  netmon check tcp 127.0.0.1 --port 22 -w 0.1 -c 0.5
+  netmon check tcp 127.0.0.1 -p 25 -o 'expect_regex=^220 '
+  netmon check icmp 192.0.2.1 -w 0.1,20% -c 0.2,60%
+  netmon check --config.file netmon.yml --host www.example.com")]
+pub struct CheckArgs {
+    /// The protocol to probe (http, https, icmp, dns, ntp, tcp, udp, echo).
+    #[arg(value_name = "PROTOCOL")]
+    pub protocol: Option<String>,
+    /// The host to probe.
+    #[arg(value_name = "HOST")]
+    pub host: Option<String>,
+    /// The host: with PROTOCOL, instead of HOST; with --config.file, only this target.
+    #[arg(long = "host", short = 'H', value_name = "HOST")]
+    pub host_flag: Option<String>,
+    /// The port (for protocols that have one).
+    #[arg(long, short = 'p', value_name = "PORT")]
+    pub port: Option<u16>,
+    /// A protocol option as in the config file, e.g. `-o expect_regex=^SSH` (repeatable).
+    #[arg(long = "option", short = 'o', value_name = "KEY=VALUE")]
+    pub options: Vec<String>,
+    /// WARNING threshold: latency range in seconds, then optionally `,LOSS%` (Nagios ranges).
+    #[arg(
+        long,
+        short = 'w',
+        value_name = "RANGE[,RANGE%]",
+        allow_hyphen_values = true
+    )]
+    pub warning: Option<String>,
+    /// CRITICAL threshold: latency range in seconds, then optionally `,LOSS%` (Nagios ranges).
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "RANGE[,RANGE%]",
+        allow_hyphen_values = true
+    )]
+    pub critical: Option<String>,
+    /// Probe timeout (default: the service's timeout, 5s without a config).
+    #[arg(long, short = 't', value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Check the services of this configuration file instead of PROTOCOL HOST.
+    #[arg(long = "config.file", visible_alias = "config", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
 }
 
 /// `netmon config ...`

@@ -8,12 +8,16 @@
 //! - [`metrics`]: the registry, common families and `process_*` metrics.
 //! - [`web`]: `/metrics`, `/-/healthy`, `/-/ready`, `POST /-/reload` and the landing page.
 //! - [`serve`]: the `serve` command wiring all of the above with signals.
+//! - [`check`]: `netmon check`, one-shot probes answering as a Nagios plugin.
+//! - [`console`]: `netmon console`, the monitor with an interactive prompt.
 //! - [`logging`], [`shutdown`]: stdout logging with RFC 3339 times; signal handling.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
+pub mod check;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod logging;
 pub mod metrics;
 pub mod probe;

@@ -1,4 +1,10 @@
 //! Logging: tracing to stdout, every line with an RFC 3339 UTC timestamp, as text or JSON.
+//!
+//! The filter can be changed while running ([`LogControl`]), which the console's `log`
+//! command uses; the writer is any `MakeWriter`, so the console can route lines above its
+//! prompt.
+
+use std::fmt;
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -6,27 +12,77 @@ use tracing_subscriber::fmt::time::UtcTime;
 
 use crate::cli::{LogFormat, LogLevel};
 
+/// Changes the filter of the subscriber [`init_reloadable`] installed.
+pub struct LogControl {
+    set: Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>,
+    initial: String,
+}
+
+impl fmt::Debug for LogControl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogControl")
+            .field("initial", &self.initial)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogControl {
+    /// Replaces the filter with `directives` (`off`, a level, or `RUST_LOG` syntax).
+    pub fn set(&self, directives: &str) -> Result<(), String> {
+        let filter = EnvFilter::try_new(directives)
+            .map_err(|e| format!("invalid log filter `{directives}`: {e}"))?;
+        (self.set)(filter)
+    }
+
+    /// The filter netmon started with (`RUST_LOG` if set, else `--log.level`).
+    pub fn initial(&self) -> &str {
+        &self.initial
+    }
+}
+
 /// Installs the global subscriber writing to `writer`. `RUST_LOG`, when set, refines the level
 /// per module (e.g. `RUST_LOG=netmon=debug,hyper=info`).
 pub fn init<W>(level: LogLevel, format: LogFormat, writer: W)
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.as_str()));
+    init_reloadable(level, format, writer);
+}
+
+/// As [`init`], returning a handle that changes the filter later.
+pub fn init_reloadable<W>(level: LogLevel, format: LogFormat, writer: W) -> LogControl
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let initial = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| EnvFilter::try_new(v).is_ok())
+        .unwrap_or_else(|| level.as_str().to_string());
+    let filter = EnvFilter::new(&initial);
     let timer = UtcTime::rfc_3339();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_timer(timer)
         .with_writer(writer)
         .with_target(false);
-    let _ = match format {
-        LogFormat::Text => builder.with_ansi(false).try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
+    let set: Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync> = match format {
+        LogFormat::Text => {
+            let b = builder.with_ansi(false).with_filter_reloading();
+            let handle = b.reload_handle();
+            let _ = b.try_init();
+            Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
+        }
+        LogFormat::Json => {
+            let b = builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_filter_reloading();
+            let handle = b.reload_handle();
+            let _ = b.try_init();
+            Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
+        }
     };
+    LogControl { set, initial }
 }

@@ -8,7 +8,10 @@ use netmon::cli::{Cli, Command, ConfigCommand};
 use netmon::config::{self, LoadError};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     netmon::install_crypto_provider();
     match run(cli) {
         Ok(code) => code,
@@ -47,6 +50,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             })
         }
+        Some(Command::Check(args)) => {
+            netmon::logging::init(cli.log.level, cli.log.format, std::io::stderr);
+            Ok(netmon::check::run(&args))
+        }
+        Some(Command::Console(args)) => netmon::console::run(cli.log, args),
+        Some(Command::Man) => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::Serve(args)) => serve(cli.log, args),
         None => serve(cli.log, cli.serve),
     }
@@ -59,4 +71,24 @@ fn serve(log: netmon::cli::LogArgs, args: netmon::cli::ServeArgs) -> anyhow::Res
         .build()?;
     rt.block_on(netmon::serve::run(args))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A command line clap refused. `netmon check` is a Nagios plugin, whose callers read bad
+/// arguments as UNKNOWN (3) on one line of stdout; every other command exits as clap does.
+fn usage_error(e: clap::Error) -> ExitCode {
+    let is_check = Cli::command()
+        .ignore_errors(true)
+        .try_get_matches()
+        .is_ok_and(|m| m.subcommand_name() == Some("check"));
+    if !is_check || !e.use_stderr() {
+        e.exit();
+    }
+    let text = e.to_string();
+    let reason = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ");
+    println!("NETMON UNKNOWN - {reason}");
+    ExitCode::from(3)
 }

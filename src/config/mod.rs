@@ -11,6 +11,7 @@
 //! one place.
 
 mod error;
+mod save;
 mod types;
 mod web_config;
 
@@ -22,6 +23,7 @@ use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::{LoaderOptions, Node, Span};
 
 pub use error::{ConfigError, ConfigErrors, LoadError, did_you_mean, nearest};
+pub use save::{SaveError, to_yaml};
 pub use types::{Duration, IpPreference, Regex};
 pub use web_config::{ClientAuth, TlsServerConfig, WebConfig, load_web_config};
 

@@ -1,0 +1,620 @@
+//! `netmon check`: probe once and answer as a Nagios/Icinga plugin.
+//!
+//! Two forms: `netmon check PROTOCOL HOST [--port P] [-o KEY=VALUE ...]` turns its arguments
+//! into a one-service configuration and reads it through [`config::load`], so every rule of a
+//! config file (protocol names, required ports, option names and values) applies unchanged;
+//! `netmon check --config.file F [--host H]` probes the services of a file. Each service gets
+//! one output line in the plugin format
+//! (`NETMON TCP OK - 127.0.0.1:22 time=0.000300s | time=0.000300s;0.1;0.2;0`) and the exit code
+//! is the worst of the results: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+//!
+//! Thresholds use the Nagios range syntax (see [`Range`]) for the latency in seconds and, where
+//! a protocol reports packet loss (`netmon_packet_loss_ratio`), for the loss in percent.
+
+use std::fmt;
+use std::process::ExitCode;
+use std::time::Duration as StdDuration;
+
+use crate::cli::CheckArgs;
+use crate::config::{self, Config, Service};
+use crate::metrics::Metrics;
+use crate::probe::{self, Outcome, Target};
+use crate::runner::labels_of;
+
+/// A Nagios plugin state; the discriminant is the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum State {
+    /// 0: within thresholds.
+    Ok = 0,
+    /// 1: outside the warning range.
+    Warning = 1,
+    /// 2: the probe failed or is outside the critical range.
+    Critical = 2,
+    /// 3: the check could not be run (bad arguments or configuration).
+    Unknown = 3,
+}
+
+impl State {
+    /// The word Nagios shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Ok => "OK",
+            State::Warning => "WARNING",
+            State::Critical => "CRITICAL",
+            State::Unknown => "UNKNOWN",
+        }
+    }
+
+    /// The plugin exit code.
+    pub fn exit_code(self) -> ExitCode {
+        ExitCode::from(self as u8)
+    }
+}
+
+/// Why a check could not run: the UNKNOWN line's reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CheckError(pub String);
+
+/// A Nagios threshold range: `10` (alert outside 0..10), `10:` (below 10), `~:10` (above 10),
+/// `10:20` (outside 10..20), `@10:20` (inside 10..20). Bounds are inclusive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Range {
+    /// The text as written, repeated in the performance data.
+    pub text: String,
+    start: f64,
+    end: f64,
+    inside: bool,
+}
+
+impl Range {
+    /// Parses Nagios range syntax.
+    pub fn parse(text: &str) -> Result<Range, CheckError> {
+        let bad = |why: &str| {
+            CheckError(format!(
+                "invalid threshold `{text}`: {why} (write e.g. `10`, `10:`, `~:10`, `10:20` or `@10:20`)"
+            ))
+        };
+        let t = text.trim();
+        let (inside, body) = match t.strip_prefix('@') {
+            Some(rest) => (true, rest),
+            None => (false, t),
+        };
+        let number = |s: &str| -> Result<f64, CheckError> {
+            s.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| bad(&format!("`{s}` is not a number")))
+        };
+        let (start, end) = match body.split_once(':') {
+            Some((a, b)) => {
+                let start = match a.trim() {
+                    "~" => f64::NEG_INFINITY,
+                    "" => 0.0,
+                    a => number(a)?,
+                };
+                let end = match b.trim() {
+                    "" => f64::INFINITY,
+                    b => number(b)?,
+                };
+                (start, end)
+            }
+            None if body.trim().is_empty() => return Err(bad("empty")),
+            None => (0.0, number(body)?),
+        };
+        if start > end {
+            return Err(bad("the start is above the end"));
+        }
+        Ok(Range {
+            text: t.to_string(),
+            start,
+            end,
+            inside,
+        })
+    }
+
+    /// Whether `value` raises the alert this range stands for.
+    pub fn alerts(&self, value: f64) -> bool {
+        let within = self.start <= value && value <= self.end;
+        within == self.inside
+    }
+}
+
+/// One `-w`/`-c` argument: a latency range in seconds and optionally `,RANGE%` for loss.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Threshold {
+    /// Latency in seconds.
+    pub latency: Option<Range>,
+    /// Packet loss in percent.
+    pub loss: Option<Range>,
+}
+
+impl Threshold {
+    /// Parses `RANGE`, `RANGE,RANGE%` or `,RANGE%`.
+    pub fn parse(text: &str) -> Result<Threshold, CheckError> {
+        let (lat, loss) = match text.split_once(',') {
+            Some((a, b)) => (a, Some(b)),
+            None => (text, None),
+        };
+        let latency = match lat.trim() {
+            "" => None,
+            l => Some(Range::parse(l)?),
+        };
+        let loss = match loss {
+            None => None,
+            Some(l) => match l.trim().strip_suffix('%') {
+                Some(r) if !r.trim().is_empty() => Some(Range::parse(r)?),
+                _ => {
+                    return Err(CheckError(format!(
+                        "invalid loss threshold `{l}`: write a range in percent, e.g. `20%`"
+                    )));
+                }
+            },
+        };
+        if latency.is_none() && loss.is_none() {
+            return Err(CheckError(format!("empty threshold `{text}`")));
+        }
+        Ok(Threshold { latency, loss })
+    }
+}
+
+/// Everything a check run needs, validated.
+#[derive(Debug)]
+pub struct Plan {
+    /// The services to probe, in order.
+    pub services: Vec<Service>,
+    /// `--timeout`, overriding each service's timeout.
+    pub timeout: Option<StdDuration>,
+    /// `-w`.
+    pub warning: Threshold,
+    /// `-c`.
+    pub critical: Threshold,
+}
+
+/// Turns the command line into a plan, or the reason it cannot run.
+pub fn plan(args: &CheckArgs) -> Result<Plan, CheckError> {
+    let parse_threshold = |t: &Option<String>| match t {
+        Some(t) => Threshold::parse(t),
+        None => Ok(Threshold::default()),
+    };
+    let warning = parse_threshold(&args.warning)?;
+    let critical = parse_threshold(&args.critical)?;
+    let timeout = match &args.timeout {
+        None => None,
+        Some(t) => match config::Duration::parse(t) {
+            Ok(d) if !d.0.is_zero() => Some(d.0),
+            Ok(_) => return Err(CheckError("--timeout must be greater than zero".into())),
+            Err(e) => return Err(CheckError(format!("--timeout: {e}"))),
+        },
+    };
+    let services = match (&args.config_file, &args.protocol) {
+        (Some(_), Some(p)) => {
+            return Err(CheckError(format!(
+                "give either PROTOCOL HOST or --config.file, not both (PROTOCOL was `{p}`)"
+            )));
+        }
+        (Some(file), None) => from_file(file, args)?,
+        (None, Some(protocol)) => from_arguments(protocol, args)?,
+        (None, None) => {
+            return Err(CheckError(
+                "nothing to check: give PROTOCOL HOST (e.g. `netmon check tcp 127.0.0.1 -p 22`) or --config.file FILE".into(),
+            ));
+        }
+    };
+    Ok(Plan {
+        services,
+        timeout,
+        warning,
+        critical,
+    })
+}
+
+fn from_file(file: &std::path::Path, args: &CheckArgs) -> Result<Vec<Service>, CheckError> {
+    if args.port.is_some() || !args.options.is_empty() || args.host.is_some() {
+        return Err(CheckError(
+            "with --config.file, only --host selects what to check (--port, -o and HOST belong to the PROTOCOL HOST form)".into(),
+        ));
+    }
+    let config = config::load_file(file).map_err(|e| match e {
+        config::LoadError::Invalid(errors) => CheckError(one_line(&errors)),
+        other => CheckError(other.to_string()),
+    })?;
+    let services: Vec<Service> = config
+        .services()
+        .filter(|s| args.host_flag.as_ref().is_none_or(|h| *h == s.host))
+        .cloned()
+        .collect();
+    if services.is_empty() {
+        let hosts: Vec<&str> = config.targets.iter().map(|t| t.host.as_str()).collect();
+        return Err(CheckError(format!(
+            "no target `{}` in {}; its targets: {}",
+            args.host_flag.as_deref().unwrap_or_default(),
+            file.display(),
+            hosts.join(", ")
+        )));
+    }
+    Ok(services)
+}
+
+/// The errors of a generated or loaded config on one line, without positions in a file the
+/// user never wrote.
+fn one_line(errors: &config::ConfigErrors) -> String {
+    errors
+        .0
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Quotes `s` as a YAML double-quoted scalar (JSON strings are valid YAML).
+pub(crate) fn yaml_quote(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| format!("\"{}\"", s.escape_default()))
+}
+
+/// A `-o KEY=VALUE` value as YAML: numbers, booleans, flow lists and mappings and quoted
+/// strings as written; anything else as a string.
+fn yaml_value(v: &str) -> String {
+    let t = v.trim();
+    let literal = t.parse::<f64>().is_ok()
+        || matches!(t, "true" | "false")
+        || (t.starts_with('[') && t.ends_with(']'))
+        || (t.starts_with('{') && t.ends_with('}'))
+        || (t.len() >= 2 && t.starts_with('"') && t.ends_with('"'))
+        || (t.len() >= 2 && t.starts_with('\'') && t.ends_with('\''));
+    if literal && !t.contains('\n') {
+        t.to_string()
+    } else {
+        yaml_quote(v)
+    }
+}
+
+/// Builds the one service `PROTOCOL HOST` stands for, through the config loader.
+fn from_arguments(protocol: &str, args: &CheckArgs) -> Result<Vec<Service>, CheckError> {
+    let host = match (&args.host, &args.host_flag) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(CheckError(format!(
+                "two hosts given: `{a}` and --host `{b}`; keep one"
+            )));
+        }
+        (Some(h), _) | (None, Some(h)) => h,
+        (None, None) => {
+            return Err(CheckError(format!(
+                "which host? write `netmon check {protocol} HOST`"
+            )));
+        }
+    };
+    let mut text = format!(
+        "targets:\n  {}:\n    services:\n      - type: {}\n",
+        yaml_quote(host),
+        yaml_quote(protocol)
+    );
+    if let Some(p) = args.port {
+        text.push_str(&format!("        port: {p}\n"));
+    }
+    for o in &args.options {
+        let Some((k, v)) = o.split_once('=') else {
+            return Err(CheckError(format!(
+                "option `{o}` must be KEY=VALUE, e.g. `-o expect_regex=^SSH`"
+            )));
+        };
+        let k = k.trim();
+        let valid = !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid || ["type", "name", "interval", "timeout"].contains(&k) {
+            return Err(CheckError(format!(
+                "`{k}` is not a protocol option (use --port, --timeout; options are lowercase names such as expect_regex)"
+            )));
+        }
+        text.push_str(&format!("        {k}: {}\n", yaml_value(v)));
+    }
+    let config: Config = config::load(&text, "<command line>").map_err(|errors| {
+        CheckError(
+            errors
+                .0
+                .iter()
+                .map(|e| e.message.clone())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    Ok(config.services().cloned().collect())
+}
+
+/// What one probe gave, judged against the thresholds.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// The service probed.
+    pub service: Service,
+    /// The probe's result (or why it could not be built).
+    pub outcome: Result<Outcome, String>,
+    /// Packet loss in percent, where the protocol reports it.
+    pub loss_percent: Option<f64>,
+    /// The state.
+    pub state: State,
+}
+
+/// Probes every service of `plan` at once and judges the results.
+pub async fn execute(plan: &Plan) -> Vec<Verdict> {
+    let metrics = Metrics::new();
+    let runs = plan.services.iter().map(|s| probe_once(s, plan, &metrics));
+    futures_util::future::join_all(runs).await
+}
+
+async fn probe_once(service: &Service, plan: &Plan, metrics: &Metrics) -> Verdict {
+    let labels = labels_of(service);
+    let timeout = plan.timeout.unwrap_or(service.timeout);
+    let ctx = probe::Context {
+        labels: &labels,
+        metrics: &metrics.probe,
+        timeout,
+    };
+    let outcome = match probe::build(&service.options, &ctx) {
+        Err(e) => Err(e.to_string()),
+        Ok(p) => {
+            let target = Target {
+                host: service.host.clone(),
+            };
+            let o = match tokio::time::timeout(timeout, p.run(&target)).await {
+                Ok(o) => o,
+                Err(_) => Err(probe::Failure::new(
+                    probe::Reason::Timeout,
+                    format!("no answer within {}", humantime::format_duration(timeout)),
+                )),
+            };
+            Ok(o)
+        }
+    };
+    let loss_percent = match &outcome {
+        Ok(_) => loss_ratio(metrics, &service.host, &service.name).map(|r| r * 100.0),
+        Err(_) => None,
+    };
+    let state = judge(&outcome, loss_percent, &plan.warning, &plan.critical);
+    Verdict {
+        service: service.clone(),
+        outcome,
+        loss_percent,
+        state,
+    }
+}
+
+fn judge(
+    outcome: &Result<Outcome, String>,
+    loss: Option<f64>,
+    warning: &Threshold,
+    critical: &Threshold,
+) -> State {
+    let ok = match outcome {
+        Err(_) => return State::Unknown,
+        Ok(Err(_)) => return State::Critical,
+        Ok(Ok(ok)) => ok,
+    };
+    let latency = ok.latency.as_secs_f64();
+    let hit = |t: &Threshold| {
+        t.latency.as_ref().is_some_and(|r| r.alerts(latency))
+            || matches!((&t.loss, loss), (Some(r), Some(l)) if r.alerts(l))
+    };
+    if hit(critical) {
+        State::Critical
+    } else if hit(warning) {
+        State::Warning
+    } else {
+        State::Ok
+    }
+}
+
+/// The last `netmon_packet_loss_ratio` of a service in `metrics`, if its protocol reports one.
+pub fn loss_ratio(metrics: &Metrics, host: &str, service: &str) -> Option<f64> {
+    loss_in(&metrics.encode(false).ok()?, host, service)
+}
+
+/// The `netmon_packet_loss_ratio` of a service in an exposition `text` (encode once, look up
+/// many).
+pub fn loss_in(text: &str, host: &str, service: &str) -> Option<f64> {
+    let host = format!("host=\"{}\"", escape_label(host));
+    let service = format!("service=\"{}\"", escape_label(service));
+    // A label is preceded by `{` or `,`, so `host=` never matches inside `ghost=`.
+    let has =
+        |l: &str, pair: &str| l.contains(&format!("{{{pair}")) || l.contains(&format!(",{pair}"));
+    text.lines()
+        .filter(|l| l.starts_with("netmon_packet_loss_ratio{"))
+        .filter(|l| has(l, &host) && has(l, &service))
+        .find_map(|l| l.rsplit_once(' ')?.1.parse().ok())
+}
+
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// `host:port` (bracketing IPv6 literals) or just the host for protocols without a port.
+pub fn endpoint(service: &Service) -> String {
+    match service.options.port() {
+        Some(p) if service.host.contains(':') && !service.host.starts_with('[') => {
+            format!("[{}]:{p}", service.host)
+        }
+        Some(p) => format!("{}:{p}", service.host),
+        None => service.host.clone(),
+    }
+}
+
+/// A performance-data label, quoted when it has characters Nagios would split on.
+fn perf_label(label: &str) -> String {
+    if label.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        label.to_string()
+    } else {
+        format!("'{}'", label.replace('\'', "''"))
+    }
+}
+
+/// A threshold's text for the performance data, empty when unset.
+fn perf_range(r: &Option<Range>) -> &str {
+    r.as_ref().map_or("", |r| r.text.as_str())
+}
+
+/// Formats one verdict as a plugin output line. `prefix` names the series when several
+/// services share one output (`host service`), empty for a single service.
+pub fn line(v: &Verdict, plan: &Plan, prefix: &str) -> String {
+    let proto = v.service.protocol.as_str().to_uppercase();
+    let state = v.state.as_str();
+    let at = endpoint(&v.service);
+    let name = if v.service.name == v.service.protocol.as_str() || prefix.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", v.service.name)
+    };
+    match &v.outcome {
+        Err(why) => format!("NETMON {proto} {state} - {at}{name} cannot probe: {why}"),
+        Ok(Err(f)) => format!("NETMON {proto} {state} - {at}{name} {f}"),
+        Ok(Ok(ok)) => {
+            let secs = ok.latency.as_secs_f64();
+            let mut text = format!("NETMON {proto} {state} - {at}{name} time={secs:.6}s");
+            let (w, c) = (&plan.warning, &plan.critical);
+            let label = |what: &str| {
+                if prefix.is_empty() {
+                    perf_label(what)
+                } else {
+                    perf_label(&format!("{prefix} {what}"))
+                }
+            };
+            let mut perf = format!(
+                "{}={secs:.6}s;{};{};0",
+                label("time"),
+                perf_range(&w.latency),
+                perf_range(&c.latency)
+            );
+            if let Some(l) = v.loss_percent {
+                text.push_str(&format!(" loss={}%", Pct(l)));
+                perf.push_str(&format!(
+                    " {}={}%;{};{};0;100",
+                    label("pl"),
+                    Pct(l),
+                    perf_range(&w.loss),
+                    perf_range(&c.loss)
+                ));
+            }
+            format!("{text} | {perf}")
+        }
+    }
+}
+
+/// A percentage without trailing zeros: `0`, `12.5`.
+struct Pct(f64);
+
+impl fmt::Display for Pct {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = format!("{:.3}", self.0);
+        f.write_str(s.trim_end_matches('0').trim_end_matches('.'))
+    }
+}
+
+/// The line printed when the check cannot run.
+pub fn unknown_line(e: &CheckError) -> String {
+    let reason = e.0.lines().next().unwrap_or_default();
+    format!("NETMON UNKNOWN - {reason}")
+}
+
+/// `netmon check`: prints the plugin output and returns the worst state's exit code.
+pub fn run(args: &CheckArgs) -> ExitCode {
+    let plan = match plan(args) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("{}", unknown_line(&e));
+            return State::Unknown.exit_code();
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            println!("NETMON UNKNOWN - cannot start the runtime: {e}");
+            return State::Unknown.exit_code();
+        }
+    };
+    let verdicts = rt.block_on(execute(&plan));
+    let several = verdicts.len() > 1;
+    let mut worst = State::Ok;
+    for v in &verdicts {
+        let prefix = if several {
+            format!("{} {}", v.service.host, v.service.name)
+        } else {
+            String::new()
+        };
+        println!("{}", line(v, &plan, &prefix));
+        worst = worst.max(v.state);
+    }
+    worst.exit_code()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nagios_ranges() {
+        let cases: &[(&str, &[(f64, bool)])] = &[
+            (
+                "10",
+                &[(-1.0, true), (0.0, false), (10.0, false), (10.1, true)],
+            ),
+            ("10:", &[(9.9, true), (10.0, false), (1e9, false)]),
+            ("~:10", &[(-1e9, false), (10.0, false), (10.5, true)]),
+            ("10:20", &[(9.0, true), (15.0, false), (21.0, true)]),
+            (
+                "@10:20",
+                &[(9.0, false), (10.0, true), (20.0, true), (21.0, false)],
+            ),
+            ("0.1", &[(0.05, false), (0.2, true)]),
+        ];
+        for (text, values) in cases {
+            let r = Range::parse(text).unwrap();
+            for (v, alert) in *values {
+                assert_eq!(r.alerts(*v), *alert, "{text} at {v}");
+            }
+        }
+        for bad in ["", "x", "20:10", "@", "1:2:3", "nan"] {
+            assert!(Range::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn thresholds_with_loss() {
+        let t = Threshold::parse("0.1,20%").unwrap();
+        assert_eq!(t.latency.unwrap().text, "0.1");
+        assert_eq!(t.loss.unwrap().text, "20");
+        let t = Threshold::parse(",5%").unwrap();
+        assert!(t.latency.is_none());
+        assert!(Threshold::parse("0.1,20").is_err());
+        assert!(Threshold::parse(",").is_err());
+    }
+
+    #[test]
+    fn option_values_become_yaml() {
+        assert_eq!(yaml_value("100"), "100");
+        assert_eq!(yaml_value("[200, 301]"), "[200, 301]");
+        assert_eq!(yaml_value("^SSH-2.0 # x: y"), "\"^SSH-2.0 # x: y\"");
+    }
+
+    #[test]
+    fn loss_is_read_from_the_exposition() {
+        let text = "netmon_packet_loss_ratio{ghost=\"h\",host=\"h\",protocol=\"icmp\",service=\"icmp\"} 0.25\n";
+        assert_eq!(loss_in(text, "h", "icmp"), Some(0.25));
+        assert_eq!(loss_in(text, "g", "icmp"), None);
+        assert_eq!(
+            loss_in("netmon_packet_loss_ratio{ghost=\"h\"} 1\n", "h", "icmp"),
+            None
+        );
+    }
+
+    #[test]
+    fn loss_percent_prints_without_trailing_zeros() {
+        assert_eq!(Pct(0.0).to_string(), "0");
+        assert_eq!(Pct(12.5).to_string(), "12.5");
+        assert_eq!(Pct(100.0).to_string(), "100");
+    }
+}

@@ -1,0 +1,155 @@
+//! Writing a [`Config`] back as YAML: what `netmon console`'s `save` writes, and what the
+//! console re-reads through [`super::load`] after every change, so the running configuration
+//! is always one that `netmon config check` accepts.
+//!
+//! Only what the user wrote is written: the `defaults:`, each target's own `interval`,
+//! `timeout` and `labels`, and each service's own keys. Effective values (a service's interval
+//! inherited from its target) are left to the loader to derive again, so `load(save(c)) == c`.
+//! A service with no options besides its port is written in the short form (`tcp:22`).
+
+use serde_yaml::{Mapping, Value};
+
+use super::{Config, Service, Target};
+use crate::probe::Protocol;
+
+/// Why a configuration could not be written as YAML.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    /// A value did not serialize (a bug in an `Options` type's `Serialize`).
+    #[error("cannot write the configuration as YAML: {0}")]
+    Yaml(#[from] serde_yaml::Error),
+    /// A protocol's options did not serialize to a mapping.
+    #[error("cannot write the {0} options of `{1}` as a YAML mapping")]
+    NotAMapping(Protocol, String),
+}
+
+/// Writes `config` as YAML text that [`super::load`] reads back into an equal `Config`.
+pub fn to_yaml(config: &Config) -> Result<String, SaveError> {
+    let mut root = Mapping::new();
+    let mut defaults = Mapping::new();
+    if let Some(i) = config.defaults.interval {
+        defaults.insert("interval".into(), serde_yaml::to_value(i)?);
+    }
+    if let Some(t) = config.defaults.timeout {
+        defaults.insert("timeout".into(), serde_yaml::to_value(t)?);
+    }
+    if !defaults.is_empty() {
+        root.insert("defaults".into(), Value::Mapping(defaults));
+    }
+    let mut targets = Mapping::new();
+    for t in &config.targets {
+        targets.insert(t.host.clone().into(), target(t)?);
+    }
+    root.insert("targets".into(), Value::Mapping(targets));
+    Ok(serde_yaml::to_string(&Value::Mapping(root))?)
+}
+
+fn target(t: &Target) -> Result<Value, SaveError> {
+    let mut m = Mapping::new();
+    if let Some(i) = t.interval {
+        m.insert("interval".into(), serde_yaml::to_value(i)?);
+    }
+    if let Some(to) = t.timeout {
+        m.insert("timeout".into(), serde_yaml::to_value(to)?);
+    }
+    if !t.labels.is_empty() {
+        m.insert("labels".into(), serde_yaml::to_value(&t.labels)?);
+    }
+    let services = t
+        .services
+        .iter()
+        .map(service)
+        .collect::<Result<Vec<_>, _>>()?;
+    m.insert("services".into(), Value::Sequence(services));
+    Ok(Value::Mapping(m))
+}
+
+fn service(s: &Service) -> Result<Value, SaveError> {
+    let options = match serde_yaml::to_value(&s.options)? {
+        Value::Mapping(m) => m,
+        Value::Null => Mapping::new(),
+        _ => return Err(SaveError::NotAMapping(s.protocol, s.host.clone())),
+    };
+    let plain = !s.named && s.own_interval.is_none() && s.own_timeout.is_none();
+    // A bare `udp` means the echo check (the seed's shorthand), so udp is always a mapping.
+    if plain && s.protocol != Protocol::Udp {
+        if options.is_empty() {
+            return Ok(Value::String(s.protocol.as_str().to_string()));
+        }
+        if options.len() == 1 {
+            if let Some(port) = options.get("port").and_then(Value::as_u64) {
+                return Ok(Value::String(format!("{}:{port}", s.protocol)));
+            }
+        }
+    }
+    let mut m = Mapping::new();
+    m.insert("type".into(), s.protocol.as_str().into());
+    if s.named {
+        m.insert("name".into(), s.name.clone().into());
+    }
+    if let Some(i) = s.own_interval {
+        m.insert("interval".into(), serde_yaml::to_value(i)?);
+    }
+    if let Some(t) = s.own_timeout {
+        m.insert("timeout".into(), serde_yaml::to_value(t)?);
+    }
+    m.extend(options);
+    Ok(Value::Mapping(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load;
+
+    /// Every tcp option, labels, defaults, intervals and timeouts at all three levels, a named
+    /// service, and strings YAML would misread if written bare.
+    const FULL: &str = r#"
+defaults: { interval: 1m 30s, timeout: 2500ms }
+targets:
+  127.0.0.1:
+    interval: 45s
+    timeout: 3s
+    labels: { site: eu-west, rack: "12", team_name: "a: b # c", yes: "true" }
+    services:
+      - "TCP:22"
+      - { type: tcp, port: 2222 }
+      - type: TCP
+        name: banner
+        interval: 500ms
+        timeout: 400ms
+        port: 25
+        send: "EHLO netmon\r\n"
+        expect_regex: '^220 .*(ESMTP|"x")\s'
+        ip: ipv4
+        max_read: 100
+      - { type: tcp, port: 80, send: "123", ip: ipv6 }
+  "::1":
+    services: ["tcp:443", { type: tcp, port: 8443, timeout: 1s }]
+  localhost:
+    services: [TCP:7]
+"#;
+
+    #[test]
+    fn load_save_load_gives_an_equal_config() {
+        let first = load(FULL, "full.yml").unwrap();
+        let text = to_yaml(&first).unwrap();
+        let second = load(&text, "saved.yml").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(first, second, "\n{text}");
+        // And saving again is stable.
+        assert_eq!(to_yaml(&second).unwrap(), text);
+    }
+
+    #[test]
+    fn plain_services_use_the_short_form() {
+        let c = load(
+            "targets: {h: {services: ['TCP:22', {type: tcp, port: 23, name: x}]}}",
+            "t",
+        )
+        .unwrap();
+        let text = to_yaml(&c).unwrap();
+        assert!(text.contains("- tcp:22\n"), "{text}");
+        assert!(text.contains("name: x"), "{text}");
+        assert!(!text.contains("defaults"), "{text}");
+    }
+}
