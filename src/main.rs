@@ -47,6 +47,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             })
         }
+        Some(Command::EchoServer(args)) => echo_server(cli.log, args),
+        Some(Command::Echo(args)) => echo(args),
         Some(Command::Serve(args)) => serve(cli.log, args),
         None => serve(cli.log, cli.serve),
     }
@@ -59,4 +61,41 @@ fn serve(log: netmon::cli::LogArgs, args: netmon::cli::ServeArgs) -> anyhow::Res
         .build()?;
     rt.block_on(netmon::serve::run(args))?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn echo_server(
+    log: netmon::cli::LogArgs,
+    args: netmon::cli::EchoServerArgs,
+) -> anyhow::Result<ExitCode> {
+    netmon::logging::init(log.level, log.format, std::io::stdout);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(netmon::echo::server::run(
+        args.settings(),
+        args.metrics_address(),
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn echo(args: netmon::cli::EchoArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let intact = rt.block_on(async {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let on_ctrl_c = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                on_ctrl_c.cancel();
+            }
+        });
+        let mut out = std::io::stdout();
+        netmon::echo::client::run(&args, &mut out, &cancel).await
+    })?;
+    Ok(if intact {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

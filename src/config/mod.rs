@@ -79,6 +79,8 @@ pub struct Config {
     pub defaults: Defaults,
     /// Every target, in file order.
     pub targets: Vec<Target>,
+    /// `echo_server:`: the echo server hosted by `serve`, if any.
+    pub echo_server: Option<crate::echo::server::Settings>,
 }
 
 /// The `defaults:` section.
@@ -162,7 +164,7 @@ pub fn load(text: &str, file: &str) -> Result<Config, ConfigErrors> {
     }
 }
 
-const TOP_KEYS: [&str; 2] = ["defaults", "targets"];
+const TOP_KEYS: [&str; 3] = ["defaults", "targets", "echo_server"];
 const DEFAULTS_KEYS: [&str; 2] = ["interval", "timeout"];
 const TARGET_KEYS: [&str; 4] = ["services", "interval", "timeout", "labels"];
 /// Keys every service mapping may have; the rest belong to the protocol.
@@ -229,7 +231,14 @@ impl Loader<'_> {
             return None;
         };
         let targets = self.targets(targets_node, &defaults);
-        Some(Config { defaults, targets })
+        let echo_server = root
+            .get_node("echo_server")
+            .and_then(|n| self.echo_server(n));
+        Some(Config {
+            defaults,
+            targets,
+            echo_server,
+        })
     }
 
     fn yaml_error(&mut self, e: marked_yaml::LoadError) {
@@ -299,6 +308,46 @@ impl Loader<'_> {
                 None
             }
         }
+    }
+
+    /// `echo_server:`, validated by the server's own serde `Settings`.
+    fn echo_server(&mut self, node: &Node) -> Option<crate::echo::server::Settings> {
+        const HINT: &str = "e.g. `echo_server: {listen: \"127.0.0.1:7007\"}`";
+        // `echo_server:` with nothing after it means every default.
+        if node.as_scalar().is_some_and(|s| s.as_str().is_empty()) {
+            return Some(crate::echo::server::Settings::default());
+        }
+        if node.as_mapping().is_none() {
+            self.err(
+                node.span(),
+                format!("`echo_server` must be a mapping, {HINT}"),
+            );
+            return None;
+        }
+        let settings = match marked_yaml::from_node::<crate::echo::server::Settings>(node) {
+            Ok(s) => s,
+            Err(e) => {
+                let at = e
+                    .start_mark()
+                    .map(|m| (m.line(), m.column()))
+                    .unwrap_or_else(|| line_col(node.span()));
+                let message = match &*e {
+                    marked_yaml::Error::UnknownFieldError(field, expected, _) => format!(
+                        "unknown key `{field}` in `echo_server`{}; valid keys: {}",
+                        did_you_mean(field, expected.iter().copied()),
+                        expected.join(", ")
+                    ),
+                    other => format!("`echo_server`: {other}"),
+                };
+                self.err_at(at, message);
+                return None;
+            }
+        };
+        if let Err(m) = settings.validate() {
+            self.err(node.span(), format!("`echo_server`: {m}"));
+            return None;
+        }
+        Some(settings)
     }
 
     fn defaults(&mut self, node: &Node) -> Defaults {

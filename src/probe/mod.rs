@@ -9,6 +9,7 @@
 //! the config is read), its `Metrics` (registered once per registry), the probe type with its
 //! `impl Probe`, then tests against a fake server started by the test.
 
+pub mod echo;
 pub mod packets;
 pub mod resolve;
 pub mod tcp;
@@ -80,7 +81,7 @@ impl Protocol {
 
     /// Whether this build can probe the protocol; the config refuses the others by name.
     pub fn is_supported(self) -> bool {
-        matches!(self, Protocol::Tcp)
+        matches!(self, Protocol::Tcp | Protocol::Echo)
     }
 
     /// Whether `NAME:PORT` and a `port:` option make sense for this protocol.
@@ -242,6 +243,8 @@ pub trait Probe: fmt::Debug + Send + Sync + 'static {
 pub enum Options {
     /// `tcp` options.
     Tcp(tcp::Options),
+    /// `echo` options.
+    Echo(echo::Options),
 }
 
 /// A problem with a service's options, located by the config loader.
@@ -294,6 +297,7 @@ pub fn parse_options(
 ) -> Result<Options, OptionsError> {
     let options = match protocol {
         Protocol::Tcp => Options::Tcp(from_node(node)?),
+        Protocol::Echo => Options::Echo(from_node(node)?),
         other => {
             return Err(OptionsError::whole(format!(
                 "protocol `{other}` is not supported yet by this build of netmon; supported: {}",
@@ -319,6 +323,7 @@ impl Options {
     fn validate(&self) -> Result<(), String> {
         match self {
             Options::Tcp(o) => o.validate(),
+            Options::Echo(o) => o.validate(),
         }
     }
 
@@ -326,6 +331,7 @@ impl Options {
     pub fn port(&self) -> Option<u16> {
         match self {
             Options::Tcp(o) => o.port,
+            Options::Echo(o) => Some(o.port()),
         }
     }
 }
@@ -366,5 +372,6 @@ pub struct BuildError(pub String);
 pub fn build(options: &Options, ctx: &Context<'_>) -> Result<Arc<dyn Probe>, BuildError> {
     Ok(match options {
         Options::Tcp(o) => Arc::new(tcp::TcpProbe::new(o.clone(), ctx)),
+        Options::Echo(o) => Arc::new(echo::EchoProbe::new(o.clone(), ctx)),
     })
 }
