@@ -327,16 +327,25 @@ impl Loader<'_> {
         let settings = match marked_yaml::from_node::<crate::echo::server::Settings>(node) {
             Ok(s) => s,
             Err(e) => {
-                let at = e
+                let mut at = e
                     .start_mark()
                     .map(|m| (m.line(), m.column()))
                     .unwrap_or_else(|| line_col(node.span()));
                 let message = match &*e {
-                    marked_yaml::Error::UnknownFieldError(field, expected, _) => format!(
-                        "unknown key `{field}` in `echo_server`{}; valid keys: {}",
-                        did_you_mean(field, expected.iter().copied()),
-                        expected.join(", ")
-                    ),
+                    marked_yaml::Error::UnknownFieldError(field, expected, _) => {
+                        // Point at the key itself rather than the mapping around it.
+                        if let Some(k) = node
+                            .as_mapping()
+                            .and_then(|m| m.keys().find(|k| k.as_str() == field.as_str()))
+                        {
+                            at = line_col(k.span());
+                        }
+                        format!(
+                            "unknown key `{field}` in `echo_server`{}; valid keys: {}",
+                            did_you_mean(field, expected.iter().copied()),
+                            expected.join(", ")
+                        )
+                    }
                     other => format!("`echo_server`: {other}"),
                 };
                 self.err_at(at, message);

@@ -247,18 +247,38 @@ impl Session {
                 continue;
             }
             let done_waiting = sent.last().map(|s| s.at + o.wait);
+            // Once every message is answered, only what is already queued (duplicates) is
+            // read; then the session ends, as ping does after its count of replies.
+            let mut drain = false;
             if all_sent {
-                let everything_answered = sent.iter().all(|s| s.answered);
-                if everything_answered || done_waiting.is_some_and(|d| now >= d) {
+                if done_waiting.is_some_and(|d| now >= d) {
                     break Ok(());
                 }
+                drain = sent.iter().all(|s| s.answered);
             }
             let wake = if all_sent {
                 done_waiting.unwrap_or(now)
             } else {
                 next_send
             };
-            let n = tokio::select! {
+            let n = if drain {
+                match socket.try_recv(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Ok(()),
+                    Err(e) if is_refused(&e) => {
+                        report.refused += 1;
+                        on_event(&Event::Refused);
+                        continue;
+                    }
+                    Err(e) => {
+                        break Err(SessionError::Io {
+                            context: "receive",
+                            source: e,
+                        });
+                    }
+                }
+            } else {
+                tokio::select! {
                 _ = cancel.cancelled() => break Ok(()),
                 _ = sleep_until(wake) => continue,
                 r = socket.recv(&mut buf) => match r {
@@ -270,6 +290,7 @@ impl Session {
                     }
                     Err(e) => break Err(SessionError::Io { context: "receive", source: e }),
                 },
+                }
             };
             let arrived = Instant::now();
             let event = self.classify(&buf[..n], arrived, &mut sent, &mut highest_answered);

@@ -54,12 +54,12 @@ pub struct Options {
     /// Messages per probe.
     #[serde(default = "default_count", skip_serializing_if = "is_default_count")]
     pub count: u64,
-    /// Time between messages.
+    /// Time between messages (the service's `interval` is the time between probes).
     #[serde(
         default = "default_interval",
         skip_serializing_if = "is_default_interval"
     )]
-    pub interval: ConfigDuration,
+    pub packet_interval: ConfigDuration,
     /// Message size in bytes, header included (32 to 65507).
     #[serde(default = "default_size", skip_serializing_if = "is_default_size")]
     pub size: usize,
@@ -115,7 +115,7 @@ impl Options {
     fn session(&self) -> SessionOptions {
         SessionOptions {
             count: self.count,
-            interval: self.interval.0,
+            interval: self.packet_interval.0,
             size: self.size,
             wait: self.reply_timeout.0,
         }
@@ -267,7 +267,7 @@ mod tests {
         Options {
             port: Some(port),
             count: 3,
-            interval: ConfigDuration(Duration::from_millis(10)),
+            packet_interval: ConfigDuration(Duration::from_millis(10)),
             size: 64,
             reply_timeout: ConfigDuration(Duration::from_millis(300)),
             max_loss: None,
