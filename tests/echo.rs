@@ -630,3 +630,20 @@ fn config_echo_server_key_is_validated_with_locations() {
         assert!(e.contains(want), "for {text:?}\nwant {want:?}\ngot  {e}");
     }
 }
+
+#[test]
+fn client_and_server_over_ipv6_loopback() {
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("skipping: this machine has no ::1");
+        return;
+    }
+    let server = EchoServerProc::start(&["--listen", "[::1]:0"]);
+    let target = server.addr.to_string();
+    assert!(target.starts_with("[::1]:"), "{target}");
+    let (code, out) = echo_client(&["-c", "2", "-i", "0.02", &target]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("64 bytes from {target}: seq=1 time=")),
+        "{out}"
+    );
+}

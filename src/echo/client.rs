@@ -132,8 +132,10 @@ pub enum SessionError {
     },
 }
 
+/// What is kept of a sent message: enough to rebuild its bytes (the padding is a fixed
+/// pattern), so a long session holds 24 bytes per message, not the message.
 struct Sent {
-    bytes: Vec<u8>,
+    sent_ns: u64,
     at: Instant,
     answered: bool,
 }
@@ -148,7 +150,7 @@ pub struct Session {
 impl std::fmt::Debug for Sent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sent")
-            .field("len", &self.bytes.len())
+            .field("sent_ns", &self.sent_ns)
             .field("answered", &self.answered)
             .finish()
     }
@@ -238,7 +240,7 @@ impl Session {
                     }
                 }
                 sent.push(Sent {
-                    bytes: std::mem::take(&mut scratch),
+                    sent_ns,
                     at,
                     answered: false,
                 });
@@ -293,7 +295,13 @@ impl Session {
                 }
             };
             let arrived = Instant::now();
-            let event = self.classify(&buf[..n], arrived, &mut sent, &mut highest_answered);
+            let event = self.classify(
+                &buf[..n],
+                arrived,
+                &mut sent,
+                &mut highest_answered,
+                &mut scratch,
+            );
             if let Event::Reply {
                 seq,
                 rtt,
@@ -331,6 +339,7 @@ impl Session {
         arrived: Instant,
         sent: &mut [Sent],
         highest: &mut Option<u64>,
+        expected: &mut Vec<u8>,
     ) -> Event {
         let known = wire::ids(b).and_then(|(nonce, seq)| {
             let i = usize::try_from(seq).ok()?;
@@ -353,10 +362,17 @@ impl Session {
         };
         let s = &mut sent[i];
         let rtt = rtt(s.at, arrived);
-        if b != s.bytes.as_slice() {
+        let rebuilt = Message {
+            nonce: self.nonce,
+            seq,
+            sent_ns: s.sent_ns,
+            size: self.options.size,
+        }
+        .encode_into(expected);
+        if rebuilt.is_err() || b != expected.as_slice() {
             let detail = match wire::decode(b) {
                 Err(e) => e.to_string(),
-                Ok(_) => first_difference(&s.bytes, b),
+                Ok(_) => first_difference(expected, b),
             };
             return Event::Corrupted {
                 seq: Some(seq),
@@ -658,6 +674,47 @@ mod tests {
             Duration::from_secs(1),
         );
         assert_eq!(line, "64 bytes from 127.0.0.1:7007: seq=3 time=0.081 ms");
+    }
+
+    #[tokio::test]
+    async fn a_reply_that_decodes_but_differs_is_corrupted_at_its_byte() {
+        // Flips the top bit of the timestamp: still a valid message (never 0), not the one sent.
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = server.recv_from(&mut buf).await {
+                buf[24] ^= 0x80;
+                let _ = server.send_to(&buf[..n], from).await;
+            }
+        });
+        let socket = connect(addr).await.unwrap();
+        let session = Session::new(SessionOptions {
+            count: 2,
+            interval: Duration::from_millis(5),
+            size: 40,
+            wait: Duration::from_millis(200),
+        });
+        let mut report = Report::default();
+        let mut details = Vec::new();
+        session
+            .run(&socket, &CancellationToken::new(), &mut report, |e| {
+                if let Event::Corrupted { seq, detail, .. } = e {
+                    details.push((*seq, detail.clone()));
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(report.corrupted, 2);
+        assert_eq!(report.received, 0);
+        assert_eq!(report.round().loss_ratio(), 1.0);
+        assert_eq!(
+            details,
+            vec![
+                (Some(0), "byte 24 differs".to_string()),
+                (Some(1), "byte 24 differs".to_string())
+            ]
+        );
     }
 
     #[test]
