@@ -29,6 +29,11 @@ pub enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Run the UDP echo server (RFC 862), optionally TCP echo too.
+    EchoServer(EchoServerArgs),
+    /// Echo client: send numbered messages, check every reply byte for byte, print ping-like
+    /// lines and a summary; exit 0 only when every message came back intact.
+    Echo(EchoArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -145,6 +150,91 @@ pub struct ServeArgs {
     pub max_in_flight: usize,
 }
 
+/// Options of `echo-server`.
+#[derive(Debug, Clone, Args)]
+pub struct EchoServerArgs {
+    /// Address to listen on (UDP, and TCP with --tcp): IP:PORT.
+    #[arg(long, value_name = "ADDR", default_value = crate::echo::server::DEFAULT_LISTEN,
+          value_parser = crate::echo::server::parse_listen)]
+    pub listen: std::net::SocketAddr,
+    /// Echo TCP connections on the same address too.
+    #[arg(long)]
+    pub tcp: bool,
+    /// Answer only these networks (repeatable): `10.0.0.0/8`, `192.0.2.7`, `2001:db8::/32`.
+    #[arg(long, value_name = "CIDR")]
+    pub allow: Vec<crate::echo::server::Net>,
+    /// Datagrams per second per source address; 0 turns the limit off.
+    #[arg(long = "rate-limit", value_name = "PPS", default_value_t = crate::echo::server::DEFAULT_RATE_LIMIT)]
+    pub rate_limit: u32,
+    /// Largest datagram echoed, in bytes.
+    #[arg(long = "max-size", value_name = "BYTES", default_value_t = crate::echo::server::DEFAULT_MAX_SIZE)]
+    pub max_size: usize,
+    /// Serve the server's metrics on /metrics at this address (off when not given).
+    // Same id as serve's global flag, so this one (without its `:9855` default) takes its place.
+    #[arg(
+        id = "listen_address",
+        long = "web.listen-address",
+        value_name = "ADDR",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub metrics_address: String,
+}
+
+impl EchoServerArgs {
+    /// The server settings the flags describe.
+    pub fn settings(&self) -> crate::echo::server::Settings {
+        crate::echo::server::Settings {
+            listen: self.listen,
+            allow: self.allow.clone(),
+            rate_limit: self.rate_limit,
+            max_size: self.max_size,
+            tcp: self.tcp,
+        }
+    }
+
+    /// `--web.listen-address`, if given.
+    pub fn metrics_address(&self) -> Option<&str> {
+        Some(self.metrics_address.as_str()).filter(|a| !a.is_empty())
+    }
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::config::Duration::parse(s).map(|d| d.0)
+}
+
+/// Options of `echo`.
+#[derive(Debug, Clone, Args)]
+pub struct EchoArgs {
+    /// The echo server: HOST, HOST:PORT or [IPv6]:PORT (default port 7007).
+    #[arg(value_name = "HOST[:PORT]")]
+    pub target: String,
+    /// Messages to send.
+    #[arg(short = 'c', long, value_name = "COUNT", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub count: u64,
+    /// Time between messages: `1s`, `200ms`, or seconds (`0.2`).
+    #[arg(short = 'i', long, value_name = "INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub interval: std::time::Duration,
+    /// Message size in bytes, header included (32 to 65507).
+    #[arg(short = 's', long, value_name = "SIZE", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(32..=65_507))]
+    pub size: u64,
+    /// How long to wait for each reply; later replies are flagged late and count as lost.
+    #[arg(short = 'W', long = "timeout", value_name = "TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Use IPv4 only.
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    pub ipv4: bool,
+    /// Use IPv6 only.
+    #[arg(short = '6')]
+    pub ipv6: bool,
+    // Same id as serve's global `--config.file`, so `-c` is free for the count here.
+    #[arg(id = "config_file", long = "config.file", hide = true)]
+    #[doc(hidden)]
+    pub unused_config_file: Option<PathBuf>,
+}
+
 /// Logging options.
 #[derive(Debug, Clone, Args)]
 pub struct LogArgs {
@@ -222,5 +312,59 @@ mod tests {
         assert_eq!(s.config_file.unwrap(), PathBuf::from("y.yml"));
         let c = Cli::try_parse_from(["netmon", "--config", "z.yml"]).unwrap();
         assert_eq!(c.serve.config_file.unwrap(), PathBuf::from("z.yml"));
+    }
+
+    #[test]
+    fn echo_client_takes_ping_flags() {
+        let a = Cli::try_parse_from([
+            "netmon", "echo", "-c", "3", "-i", "0.2", "-s", "100", "-W", "500ms", "host:7",
+        ])
+        .unwrap();
+        let Some(Command::Echo(e)) = a.command else {
+            panic!("echo expected")
+        };
+        assert_eq!(e.count, 3);
+        assert_eq!(e.interval, std::time::Duration::from_millis(200));
+        assert_eq!(e.size, 100);
+        assert_eq!(e.timeout, std::time::Duration::from_millis(500));
+        assert_eq!(e.target, "host:7");
+        assert!(Cli::try_parse_from(["netmon", "echo", "-s", "10", "h"]).is_err());
+    }
+
+    #[test]
+    fn echo_server_metrics_are_off_unless_asked_for() {
+        let a = Cli::try_parse_from(["netmon", "echo-server"]).unwrap();
+        let Some(Command::EchoServer(s)) = a.command else {
+            panic!("echo-server expected")
+        };
+        assert_eq!(s.metrics_address(), None);
+        assert_eq!(s.settings(), crate::echo::server::Settings::default());
+        let a = Cli::try_parse_from([
+            "netmon",
+            "echo-server",
+            "--listen",
+            "127.0.0.1:0",
+            "--tcp",
+            "--allow",
+            "127.0.0.1/32",
+            "--allow",
+            "::1",
+            "--rate-limit",
+            "5",
+            "--max-size",
+            "100",
+            "--web.listen-address",
+            "127.0.0.1:9999",
+        ])
+        .unwrap();
+        let Some(Command::EchoServer(s)) = a.command else {
+            panic!("echo-server expected")
+        };
+        assert_eq!(s.metrics_address(), Some("127.0.0.1:9999"));
+        let set = s.settings();
+        assert!(set.tcp);
+        assert_eq!(set.allow.len(), 2);
+        assert_eq!((set.rate_limit, set.max_size), (5, 100));
+        assert!(Cli::try_parse_from(["netmon", "echo-server", "--allow", "nope"]).is_err());
     }
 }

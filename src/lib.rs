@@ -4,6 +4,7 @@
 //! - [`cli`]: the command line (clap).
 //! - [`config`]: what the user wrote, validated into typed values with located errors.
 //! - [`probe`]: one file per protocol behind the [`probe::Probe`] trait.
+//! - [`echo`]: the UDP echo server, its client and their wire format.
 //! - [`runner`]: one task per service on absolute deadlines; reconciles on reload.
 //! - [`metrics`]: the registry, common families and `process_*` metrics.
 //! - [`web`]: `/metrics`, `/-/healthy`, `/-/ready`, `POST /-/reload` and the landing page.
@@ -18,6 +19,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod console;
+pub mod echo;
 pub mod logging;
 pub mod metrics;
 pub mod probe;

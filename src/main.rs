@@ -59,6 +59,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::EchoServer(args)) => echo_server(cli.log, args),
+        Some(Command::Echo(args)) => echo(args),
         Some(Command::Serve(args)) => serve(cli.log, args),
         None => serve(cli.log, cli.serve),
     }
@@ -91,4 +93,41 @@ fn usage_error(e: clap::Error) -> ExitCode {
         .trim_start_matches("error: ");
     println!("NETMON UNKNOWN - {reason}");
     ExitCode::from(3)
+}
+
+fn echo_server(
+    log: netmon::cli::LogArgs,
+    args: netmon::cli::EchoServerArgs,
+) -> anyhow::Result<ExitCode> {
+    netmon::logging::init(log.level, log.format, std::io::stdout);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(netmon::echo::server::run(
+        args.settings(),
+        args.metrics_address(),
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn echo(args: netmon::cli::EchoArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let intact = rt.block_on(async {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let on_ctrl_c = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                on_ctrl_c.cancel();
+            }
+        });
+        let mut out = std::io::stdout();
+        netmon::echo::client::run(&args, &mut out, &cancel).await
+    })?;
+    Ok(if intact {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -10,6 +10,7 @@ use tracing::{error, info, warn};
 
 use crate::cli::ServeArgs;
 use crate::config::{self, LoadError, Source};
+use crate::echo::server::{self as echo_server, EchoServer};
 use crate::metrics::Metrics;
 use crate::runner::{Changes, Monitor, ServiceStatus};
 use crate::{shutdown, web};
@@ -21,6 +22,39 @@ pub struct Reloader {
     source: Source,
     monitor: Mutex<Monitor>,
     metrics: Arc<Metrics>,
+    echo: Mutex<HostedEcho>,
+}
+
+/// The echo server `serve` hosts for the config's `echo_server:`, restarted by a reload only
+/// when its settings change.
+#[derive(Debug, Default)]
+struct HostedEcho {
+    /// Its families in the main registry; `None` when this reloader hosts no echo server.
+    metrics: Option<echo_server::Metrics>,
+    running: Option<EchoServer>,
+    shutdown: CancellationToken,
+}
+
+impl HostedEcho {
+    /// Makes the running server match `want`. On failure nothing runs and the error says why.
+    async fn apply(&mut self, want: Option<&echo_server::Settings>) -> Result<(), String> {
+        let Some(metrics) = self.metrics.clone() else {
+            return Ok(());
+        };
+        if self.running.as_ref().map(EchoServer::settings) == want {
+            return Ok(());
+        }
+        if let Some(old) = self.running.take() {
+            old.stop().await;
+        }
+        if let Some(settings) = want {
+            let server = EchoServer::start(settings.clone(), &metrics, &self.shutdown)
+                .await
+                .map_err(|e| format!("echo server: {e}"))?;
+            self.running = Some(server);
+        }
+        Ok(())
+    }
 }
 
 impl Reloader {
@@ -31,7 +65,43 @@ impl Reloader {
             source,
             monitor: Mutex::new(monitor),
             metrics,
+            echo: Mutex::new(HostedEcho::default()),
         }
+    }
+
+    /// Hosts the config's `echo_server:` with families `metrics` (registered in the main
+    /// registry), starting with `running`, stopped by `shutdown`.
+    pub fn with_echo_server(
+        self,
+        metrics: echo_server::Metrics,
+        running: Option<EchoServer>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Reloader {
+            echo: Mutex::new(HostedEcho {
+                metrics: Some(metrics),
+                running,
+                shutdown,
+            }),
+            ..self
+        }
+    }
+
+    /// Stops the hosted echo server, if one runs.
+    pub async fn stop_echo_server(&self) {
+        if let Some(s) = self.echo.lock().await.running.take() {
+            s.stop().await;
+        }
+    }
+
+    /// The hosted echo server's UDP address, if one runs.
+    pub async fn echo_server_addr(&self) -> Option<std::net::SocketAddr> {
+        self.echo
+            .lock()
+            .await
+            .running
+            .as_ref()
+            .map(EchoServer::local_addr)
     }
 
     /// Reads the source again and applies it. On error the running config stays and
@@ -39,7 +109,16 @@ impl Reloader {
     pub async fn reload(&self) -> Result<Changes, LoadError> {
         match self.source.load() {
             Ok(config) => {
-                let changes = self.monitor.lock().await.apply(&config).await;
+                let echo = self
+                    .echo
+                    .lock()
+                    .await
+                    .apply(config.echo_server.as_ref())
+                    .await;
+                let mut changes = self.monitor.lock().await.apply(&config).await;
+                if let Err(e) = echo {
+                    changes.failed.push(e);
+                }
                 if !changes.failed.is_empty() {
                     let e = LoadError::Start(changes.failed.clone());
                     self.metrics.reloaded(false);
@@ -103,15 +182,31 @@ pub async fn start(
         .as_ref()
         .map(web::tls_acceptor)
         .transpose()?;
-    let metrics = Arc::new(Metrics::new());
+    let mut all = Metrics::new();
+    // Registered even without `echo_server:`, so a reload can add one.
+    let echo_metrics =
+        echo_server::Metrics::register(all.registry.sub_registry_with_prefix("netmon"));
+    let metrics = Arc::new(all);
     let mut monitor = Monitor::new(metrics.clone(), args.max_in_flight);
     let listener = web::bind(&args.listen_address).await?;
     let local = listener
         .local_addr()
         .context("reading the listen address")?;
+    // Before the probes, so an `echo` service of this host finds it from its first probe.
+    let echo = match &config.echo_server {
+        Some(settings) => Some(
+            EchoServer::start(settings.clone(), &echo_metrics, &shutdown)
+                .await
+                .context("starting the echo server (`echo_server:` in the config)")?,
+        ),
+        None => None,
+    };
     let changes = monitor.apply(&config).await;
     if !changes.failed.is_empty() {
         monitor.stop_all().await;
+        if let Some(e) = echo {
+            e.stop().await;
+        }
         return Err(LoadError::Start(changes.failed).into());
     }
     metrics.reloaded(true);
@@ -134,7 +229,11 @@ pub async fn start(
         "serving metrics at {scheme}://{shown}{}",
         args.telemetry_path
     );
-    let reloader = Arc::new(Reloader::new(source, monitor));
+    let reloader = Arc::new(Reloader::new(source, monitor).with_echo_server(
+        echo_metrics,
+        echo,
+        shutdown.clone(),
+    ));
     let state = Arc::new(web::AppState {
         reloader: reloader.clone(),
         telemetry_path: args.telemetry_path.clone(),
@@ -164,6 +263,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     token.cancel();
     reloader.monitor().lock().await.stop_all().await;
+    reloader.stop_echo_server().await;
     if tokio::time::timeout(web::GRACE * 2, web).await.is_err() {
         warn!("web server did not stop in time");
     }

@@ -11,6 +11,16 @@ const DIR: &str = "tests/testdata/config";
 /// (file, every expected error as `line:col: message`).
 const INVALID: &[(&str, &[&str])] = &[
     (
+        "invalid-icmp-port.yml",
+        &["3:16: `icmp` has no port: write `ICMP` without `:5`"],
+    ),
+    (
+        "invalid-udp-no-port.yml",
+        &[
+            "4:9: udp service on `example.com`: a udp service needs a port: write `UDP:53` or `{type: udp, port: 53}` (a bare `UDP` is the echo check)",
+        ],
+    ),
+    (
         "invalid-duplicate-key.yml",
         &[
             "4:3: duplicate key `example.com` (first at line 2): each key may appear once in a mapping",
@@ -118,7 +128,7 @@ const INVALID: &[(&str, &[&str])] = &[
     (
         "invalid-unknown-top-key.yml",
         &[
-            "1:1: unknown key `target` at the top level (did you mean `targets`?); valid keys: defaults, targets",
+            "1:1: unknown key `target` at the top level (did you mean `targets`?); valid keys: defaults, targets, echo_server",
             "1:1: missing `targets:`: list the hosts to monitor, e.g. `targets: {localhost: {services: [ICMP]}}`",
         ],
     ),
@@ -207,6 +217,37 @@ fn the_full_form_parses_to_the_expected_model() {
     // `defaults` applies where nothing else does.
     assert_eq!(c.targets[1].services[0].interval.as_secs(), 30);
     assert_eq!(c.targets[1].services[0].timeout.as_secs(), 5);
+}
+
+#[test]
+fn the_seed_dictionary_parses_to_the_expected_model() {
+    use netmon::probe::Protocol;
+    let c = config::load_file(Path::new("examples/seed.yml")).unwrap();
+    let got: Vec<(&str, &str, Protocol, u64)> = c
+        .services()
+        .map(|s| {
+            (
+                s.host.as_str(),
+                s.name.as_str(),
+                s.protocol,
+                s.interval.as_secs(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("www.google.com", "http", Protocol::Http, 60),
+            ("www.google.com", "icmp", Protocol::Icmp, 60),
+            ("pool.ntp.org", "ntp", Protocol::Ntp, 120),
+            // The seed's bare `UDP` is the echo check against our echo server's port.
+            ("localhost", "echo", Protocol::Echo, 180),
+        ]
+    );
+    let echo = c.services().last().unwrap();
+    assert_eq!(echo.options.port(), Some(7007));
+    // No timeout written: the default 5 s, below every interval.
+    assert!(c.services().all(|s| s.timeout.as_secs() == 5));
 }
 
 #[test]

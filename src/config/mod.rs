@@ -83,6 +83,8 @@ pub struct Config {
     pub defaults: Defaults,
     /// Every target, in file order.
     pub targets: Vec<Target>,
+    /// `echo_server:`: the echo server hosted by `serve`, if any.
+    pub echo_server: Option<crate::echo::server::Settings>,
 }
 
 /// The `defaults:` section.
@@ -166,7 +168,7 @@ pub fn load(text: &str, file: &str) -> Result<Config, ConfigErrors> {
     }
 }
 
-const TOP_KEYS: [&str; 2] = ["defaults", "targets"];
+const TOP_KEYS: [&str; 3] = ["defaults", "targets", "echo_server"];
 const DEFAULTS_KEYS: [&str; 2] = ["interval", "timeout"];
 const TARGET_KEYS: [&str; 4] = ["services", "interval", "timeout", "labels"];
 /// Keys every service mapping may have; the rest belong to the protocol.
@@ -233,7 +235,14 @@ impl Loader<'_> {
             return None;
         };
         let targets = self.targets(targets_node, &defaults);
-        Some(Config { defaults, targets })
+        let echo_server = root
+            .get_node("echo_server")
+            .and_then(|n| self.echo_server(n));
+        Some(Config {
+            defaults,
+            targets,
+            echo_server,
+        })
     }
 
     fn yaml_error(&mut self, e: marked_yaml::LoadError) {
@@ -303,6 +312,55 @@ impl Loader<'_> {
                 None
             }
         }
+    }
+
+    /// `echo_server:`, validated by the server's own serde `Settings`.
+    fn echo_server(&mut self, node: &Node) -> Option<crate::echo::server::Settings> {
+        const HINT: &str = "e.g. `echo_server: {listen: \"127.0.0.1:7007\"}`";
+        // `echo_server:` with nothing after it means every default.
+        if node.as_scalar().is_some_and(|s| s.as_str().is_empty()) {
+            return Some(crate::echo::server::Settings::default());
+        }
+        if node.as_mapping().is_none() {
+            self.err(
+                node.span(),
+                format!("`echo_server` must be a mapping, {HINT}"),
+            );
+            return None;
+        }
+        let settings = match marked_yaml::from_node::<crate::echo::server::Settings>(node) {
+            Ok(s) => s,
+            Err(e) => {
+                let mut at = e
+                    .start_mark()
+                    .map(|m| (m.line(), m.column()))
+                    .unwrap_or_else(|| line_col(node.span()));
+                let message = match &*e {
+                    marked_yaml::Error::UnknownFieldError(field, expected, _) => {
+                        // Point at the key itself rather than the mapping around it.
+                        if let Some(k) = node
+                            .as_mapping()
+                            .and_then(|m| m.keys().find(|k| k.as_str() == field.as_str()))
+                        {
+                            at = line_col(k.span());
+                        }
+                        format!(
+                            "unknown key `{field}` in `echo_server`{}; valid keys: {}",
+                            did_you_mean(field, expected.iter().copied()),
+                            expected.join(", ")
+                        )
+                    }
+                    other => format!("`echo_server`: {other}"),
+                };
+                self.err_at(at, message);
+                return None;
+            }
+        };
+        if let Err(m) = settings.validate() {
+            self.err(node.span(), format!("`echo_server`: {m}"));
+            return None;
+        }
+        Some(settings)
     }
 
     fn defaults(&mut self, node: &Node) -> Defaults {
@@ -509,17 +567,6 @@ impl Loader<'_> {
                 return None;
             }
         };
-        if !protocol.is_supported() {
-            self.err(
-                &span,
-                format!(
-                    "protocol `{}` is not supported yet by this build of netmon; supported now: {}",
-                    protocol,
-                    probe::supported_names().join(", ")
-                ),
-            );
-            return None;
-        }
         let mut options_node = options_node;
         if let Some(port) = port {
             if !protocol.takes_port() {

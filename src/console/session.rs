@@ -478,11 +478,7 @@ impl Session {
 
     /// The protocols `add` accepts, for completion.
     pub fn protocols() -> Vec<&'static str> {
-        Protocol::ALL
-            .into_iter()
-            .filter(|p| p.is_supported())
-            .map(Protocol::as_str)
-            .collect()
+        Protocol::ALL.into_iter().map(Protocol::as_str).collect()
     }
 }
 

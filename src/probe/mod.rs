@@ -10,6 +10,7 @@
 //! `impl Probe`, then tests against a fake server started by the test.
 
 pub mod dns;
+pub mod echo;
 pub mod http;
 pub mod icmp;
 pub mod ntp;
@@ -81,11 +82,6 @@ impl Protocol {
         Protocol::ALL
             .into_iter()
             .find(|p| p.as_str().eq_ignore_ascii_case(name))
-    }
-
-    /// Whether this build can probe the protocol; the config refuses the others by name.
-    pub fn is_supported(self) -> bool {
-        !matches!(self, Protocol::Echo)
     }
 
     /// Whether `NAME:PORT` and a `port:` option make sense for this protocol.
@@ -259,6 +255,8 @@ pub enum Options {
     Icmp(icmp::Options),
     /// `udp` options.
     Udp(udp::Options),
+    /// `echo` options.
+    Echo(echo::Options),
 }
 
 /// A problem with a service's options, located by the config loader.
@@ -320,24 +318,10 @@ pub fn parse_options(
         Protocol::Tcp => Options::Tcp(from_node(node)?),
         Protocol::Icmp => Options::Icmp(from_node(node)?),
         Protocol::Udp => Options::Udp(from_node(node)?),
-        other => {
-            return Err(OptionsError::whole(format!(
-                "protocol `{other}` is not supported yet by this build of netmon; supported: {}",
-                supported_names().join(", ")
-            )));
-        }
+        Protocol::Echo => Options::Echo(from_node(node)?),
     };
     options.validate().map_err(OptionsError::whole)?;
     Ok(options)
-}
-
-/// Names of the protocols this build can probe.
-pub fn supported_names() -> Vec<&'static str> {
-    Protocol::ALL
-        .into_iter()
-        .filter(|p| p.is_supported())
-        .map(Protocol::as_str)
-        .collect()
 }
 
 impl Options {
@@ -351,6 +335,7 @@ impl Options {
             Options::Tcp(o) => o.validate(),
             Options::Icmp(o) => o.validate(),
             Options::Udp(o) => o.validate(),
+            Options::Echo(o) => o.validate(),
         }
     }
 
@@ -363,6 +348,7 @@ impl Options {
             Options::Tcp(o) => o.port,
             Options::Icmp(_) => None,
             Options::Udp(o) => o.port,
+            Options::Echo(o) => Some(o.port()),
         }
     }
 }
@@ -422,5 +408,6 @@ pub fn build(options: &Options, ctx: &Context<'_>) -> Result<Arc<dyn Probe>, Bui
         Options::Tcp(o) => Arc::new(tcp::TcpProbe::new(o.clone(), ctx)),
         Options::Icmp(o) => Arc::new(icmp::IcmpProbe::new(o.clone(), ctx)?),
         Options::Udp(o) => Arc::new(udp::UdpProbe::new(o.clone(), ctx)?),
+        Options::Echo(o) => Arc::new(echo::EchoProbe::new(o.clone(), ctx)),
     })
 }

@@ -1,0 +1,726 @@
+//! The echo client: one session of numbered messages to an echo server, every reply checked
+//! byte for byte. `netmon echo` prints it like ping; the `echo` probe (`crate::probe::echo`)
+//! runs the same [`Session`] inside the monitor and turns its [`Report`] into metrics.
+//!
+//! A session sends `count` messages `interval` apart on a connected UDP socket (so an ICMP port
+//! unreachable comes back as `ECONNREFUSED`) and listens until every message has its reply or
+//! the last one's wait has passed. Each reply is classified once: intact, duplicate, reordered
+//! (an earlier message answered after a later one), late (after its wait) or corrupted (bytes
+//! differ from what was sent). RTTs come from our own monotonic clock, read just before the
+//! send and just after the receive, and are never 0.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::IpPreference;
+use crate::echo::wire::{self, Message};
+use crate::probe::packets::Round;
+use crate::probe::resolve;
+
+/// The echo server's default port (RFC 862's port 7 needs privileges).
+pub const DEFAULT_PORT: u16 = 7007;
+
+/// How a session runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionOptions {
+    /// Messages to send (at least 1).
+    pub count: u64,
+    /// Time between sends.
+    pub interval: Duration,
+    /// Message size in bytes, `wire::HEADER_LEN..=wire::MAX_LEN`.
+    pub size: usize,
+    /// How long a reply may take before it counts as lost (and, if it comes, as late).
+    pub wait: Duration,
+}
+
+/// What happened to one datagram or one send, as it happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A reply identical to its request.
+    Reply {
+        /// Its sequence number.
+        seq: u64,
+        /// Its length.
+        bytes: usize,
+        /// Round-trip time.
+        rtt: Duration,
+        /// Already answered before: a duplicate (not counted as received again).
+        duplicate: bool,
+        /// A later message was answered first.
+        reordered: bool,
+        /// It came after its wait: counted as lost.
+        late: bool,
+    },
+    /// A reply whose bytes differ from every request we could tie it to.
+    Corrupted {
+        /// The request it claims to answer, if its header could be read.
+        seq: Option<u64>,
+        /// Its length.
+        bytes: usize,
+        /// Time since that request, when known.
+        rtt: Option<Duration>,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The peer's host answered with ICMP port unreachable.
+    Refused,
+}
+
+/// A session's result.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    /// Messages sent.
+    pub sent: u64,
+    /// Intact replies in time, one per message at most.
+    pub received: u64,
+    /// RTT of each intact reply in time, in send order.
+    pub rtts: Vec<Duration>,
+    /// Extra copies of replies already received.
+    pub duplicates: u64,
+    /// Replies that came after an later message's reply.
+    pub reordered: u64,
+    /// Intact replies that came after their wait.
+    pub late: u64,
+    /// Replies whose bytes differ from what was sent.
+    pub corrupted: u64,
+    /// ICMP port unreachable errors seen.
+    pub refused: u64,
+    /// Wall time of the session.
+    pub elapsed: Duration,
+}
+
+impl Report {
+    /// The packet counts and RTTs for the shared packet metrics.
+    pub fn round(&self) -> Round {
+        Round {
+            sent: self.sent,
+            rtts: self.rtts.clone(),
+        }
+    }
+
+    /// True when every message came back exactly once, intact and in time. Reordering alone
+    /// is normal for UDP and is reported, not failed.
+    pub fn all_intact(&self) -> bool {
+        self.sent > 0
+            && self.received == self.sent
+            && self.duplicates == 0
+            && self.corrupted == 0
+            && self.late == 0
+            && self.refused == 0
+    }
+}
+
+/// A session failed in a way that is not a property of the replies.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The options cannot make a message.
+    #[error(transparent)]
+    Encode(#[from] wire::EncodeError),
+    /// Sending or receiving failed (other than a refusal, which is counted).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What is kept of a sent message: enough to rebuild its bytes (the padding is a fixed
+/// pattern), so a long session holds 24 bytes per message, not the message.
+struct Sent {
+    sent_ns: u64,
+    at: Instant,
+    answered: bool,
+}
+
+/// One session: a random nonce and the messages sent so far.
+#[derive(Debug)]
+pub struct Session {
+    options: SessionOptions,
+    nonce: u64,
+}
+
+impl std::fmt::Debug for Sent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sent")
+            .field("sent_ns", &self.sent_ns)
+            .field("answered", &self.answered)
+            .finish()
+    }
+}
+
+/// Whether an I/O error is the ICMP port unreachable of a connected UDP socket.
+fn is_refused(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::ConnectionRefused
+}
+
+fn first_difference(a: &[u8], b: &[u8]) -> String {
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        Some(i) => format!("byte {i} differs"),
+        None => format!("{} bytes instead of {}", b.len(), a.len()),
+    }
+}
+
+/// RTT from our own clock, never reported as 0 (a 0 would read as "no measurement").
+fn rtt(from: Instant, to: Instant) -> Duration {
+    to.saturating_duration_since(from)
+        .max(Duration::from_nanos(1))
+}
+
+impl Session {
+    /// A session with a fresh random nonce.
+    pub fn new(options: SessionOptions) -> Self {
+        Session {
+            options,
+            nonce: rand::random(),
+        }
+    }
+
+    /// The session nonce.
+    pub fn nonce(&self) -> u64 {
+        self.nonce
+    }
+
+    /// Runs the session on `socket` (already connected to the server), calling `on_event` for
+    /// every reply as it arrives. Stops early, with what it has, when `cancel` fires. The
+    /// report is also kept current in `report`, so a caller dropped mid-session (a probe
+    /// timeout) still has the counts so far.
+    pub async fn run(
+        &self,
+        socket: &UdpSocket,
+        cancel: &CancellationToken,
+        report: &mut Report,
+        mut on_event: impl FnMut(&Event),
+    ) -> Result<(), SessionError> {
+        let o = &self.options;
+        let start = Instant::now();
+        let mut sent: Vec<Sent> = Vec::with_capacity(o.count.min(4096) as usize);
+        // Largest possible UDP payload, so an oversized reply is seen whole and flagged.
+        let mut buf = vec![0u8; 65_536];
+        let mut next_send = start;
+        let mut highest_answered: Option<u64> = None;
+        let mut rtt_seqs: Vec<u64> = Vec::new();
+        let mut scratch = Vec::with_capacity(o.size);
+        let result = loop {
+            let now = Instant::now();
+            let all_sent = sent.len() as u64 >= o.count;
+            if !all_sent && now >= next_send {
+                let seq = sent.len() as u64;
+                let at = Instant::now();
+                // Session clock in ns, +1 so the first message is never stamped 0.
+                let sent_ns = u64::try_from(at.duration_since(start).as_nanos())
+                    .unwrap_or(u64::MAX)
+                    .saturating_add(1);
+                Message {
+                    nonce: self.nonce,
+                    seq,
+                    sent_ns,
+                    size: o.size,
+                }
+                .encode_into(&mut scratch)?;
+                match socket.send(&scratch).await {
+                    Ok(_) => {}
+                    // A refusal caused by an earlier message: count it, the message still left.
+                    Err(e) if is_refused(&e) => {
+                        report.refused += 1;
+                        on_event(&Event::Refused);
+                    }
+                    Err(e) => {
+                        break Err(SessionError::Io {
+                            context: "send",
+                            source: e,
+                        });
+                    }
+                }
+                sent.push(Sent {
+                    sent_ns,
+                    at,
+                    answered: false,
+                });
+                report.sent = sent.len() as u64;
+                next_send += o.interval;
+                continue;
+            }
+            let done_waiting = sent.last().map(|s| s.at + o.wait);
+            // Once every message is answered, only what is already queued (duplicates) is
+            // read; then the session ends, as ping does after its count of replies.
+            let mut drain = false;
+            if all_sent {
+                if done_waiting.is_some_and(|d| now >= d) {
+                    break Ok(());
+                }
+                drain = sent.iter().all(|s| s.answered);
+            }
+            let wake = if all_sent {
+                done_waiting.unwrap_or(now)
+            } else {
+                next_send
+            };
+            let n = if drain {
+                match socket.try_recv(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Ok(()),
+                    Err(e) if is_refused(&e) => {
+                        report.refused += 1;
+                        on_event(&Event::Refused);
+                        continue;
+                    }
+                    Err(e) => {
+                        break Err(SessionError::Io {
+                            context: "receive",
+                            source: e,
+                        });
+                    }
+                }
+            } else {
+                tokio::select! {
+                _ = cancel.cancelled() => break Ok(()),
+                _ = sleep_until(wake) => continue,
+                r = socket.recv(&mut buf) => match r {
+                    Ok(n) => n,
+                    Err(e) if is_refused(&e) => {
+                        report.refused += 1;
+                        on_event(&Event::Refused);
+                        continue;
+                    }
+                    Err(e) => break Err(SessionError::Io { context: "receive", source: e }),
+                },
+                }
+            };
+            let arrived = Instant::now();
+            let event = self.classify(
+                &buf[..n],
+                arrived,
+                &mut sent,
+                &mut highest_answered,
+                &mut scratch,
+            );
+            if let Event::Reply {
+                seq,
+                rtt,
+                duplicate,
+                reordered,
+                late,
+                ..
+            } = &event
+            {
+                if *duplicate {
+                    report.duplicates += 1;
+                } else if *late {
+                    report.late += 1;
+                } else {
+                    report.received += 1;
+                    report.reordered += u64::from(*reordered);
+                    // Keep RTTs in send order (for jitter) even when replies come reordered.
+                    let at = rtt_seqs.partition_point(|s| s < seq);
+                    rtt_seqs.insert(at, *seq);
+                    report.rtts.insert(at, *rtt);
+                }
+            } else if let Event::Corrupted { .. } = &event {
+                report.corrupted += 1;
+            }
+            on_event(&event);
+        };
+        report.elapsed = start.elapsed();
+        result
+    }
+
+    /// Ties a datagram to its request and says what it is. Marks the request answered.
+    fn classify(
+        &self,
+        b: &[u8],
+        arrived: Instant,
+        sent: &mut [Sent],
+        highest: &mut Option<u64>,
+        expected: &mut Vec<u8>,
+    ) -> Event {
+        let known = wire::ids(b).and_then(|(nonce, seq)| {
+            let i = usize::try_from(seq).ok()?;
+            (nonce == self.nonce && i < sent.len()).then_some((seq, i))
+        });
+        let Some((seq, i)) = known else {
+            let detail = match wire::decode(b) {
+                Err(e) => e.to_string(),
+                Ok(m) if m.nonce != self.nonce => {
+                    format!("session {:016x} is not ours", m.nonce)
+                }
+                Ok(m) => format!("seq={} was never sent", m.seq),
+            };
+            return Event::Corrupted {
+                seq: None,
+                bytes: b.len(),
+                rtt: None,
+                detail,
+            };
+        };
+        let s = &mut sent[i];
+        let rtt = rtt(s.at, arrived);
+        let rebuilt = Message {
+            nonce: self.nonce,
+            seq,
+            sent_ns: s.sent_ns,
+            size: self.options.size,
+        }
+        .encode_into(expected);
+        if rebuilt.is_err() || b != expected.as_slice() {
+            let detail = match wire::decode(b) {
+                Err(e) => e.to_string(),
+                Ok(_) => first_difference(expected, b),
+            };
+            return Event::Corrupted {
+                seq: Some(seq),
+                bytes: b.len(),
+                rtt: Some(rtt),
+                detail,
+            };
+        }
+        let duplicate = s.answered;
+        let late = !duplicate && rtt > self.options.wait;
+        let reordered = !duplicate && highest.is_some_and(|h| h > seq);
+        if !duplicate {
+            s.answered = true;
+            if !late {
+                *highest = Some(highest.map_or(seq, |h| h.max(seq)));
+            }
+        }
+        Event::Reply {
+            seq,
+            bytes: b.len(),
+            rtt,
+            duplicate,
+            reordered,
+            late,
+        }
+    }
+}
+
+/// Errors of `netmon echo` before any message is sent.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The target is not `HOST`, `HOST:PORT` or `[IPv6]:PORT`.
+    #[error("`{0}` is not HOST, HOST:PORT or [IPv6]:PORT")]
+    Target(String),
+    /// The name did not resolve.
+    #[error("{0}")]
+    Resolve(String),
+    /// The socket could not be opened or connected.
+    #[error("{context}: {source}")]
+    Socket {
+        /// What was being done.
+        context: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The session failed.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+}
+
+/// Splits `HOST[:PORT]`: `host`, `host:7`, `192.0.2.1:7`, `::1`, `[::1]`, `[::1]:7`.
+pub fn split_target(s: &str, default_port: u16) -> Result<(String, u16), ClientError> {
+    let bad = || ClientError::Target(s.to_string());
+    let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad);
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+        return match after {
+            "" => Ok((host.to_string(), default_port)),
+            _ => Ok((
+                host.to_string(),
+                port(after.strip_prefix(':').ok_or_else(bad)?)?,
+            )),
+        };
+    }
+    if s.matches(':').count() > 1 {
+        // A bare IPv6 address: no port possible without brackets.
+        return s
+            .parse::<std::net::Ipv6Addr>()
+            .map(|_| (s.to_string(), default_port))
+            .map_err(|_| bad());
+    }
+    match s.split_once(':') {
+        Some((h, p)) if !h.is_empty() => Ok((h.to_string(), port(p)?)),
+        Some(_) => Err(bad()),
+        None if s.is_empty() => Err(bad()),
+        None => Ok((s.to_string(), default_port)),
+    }
+}
+
+/// Opens a UDP socket connected to `addr`, so ICMP errors from it come back as errors.
+pub async fn connect(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let local: SocketAddr = if addr.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let s = UdpSocket::bind(local).await?;
+    s.connect(addr).await?;
+    Ok(s)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// One ping-like line for an event.
+pub fn event_line(peer: SocketAddr, e: &Event, wait: Duration) -> String {
+    match e {
+        Event::Reply {
+            seq,
+            bytes,
+            rtt,
+            duplicate,
+            reordered,
+            late,
+        } => {
+            let mut l = format!(
+                "{bytes} bytes from {peer}: seq={seq} time={:.3} ms",
+                ms(*rtt)
+            );
+            if *duplicate {
+                l.push_str(" (DUP!)");
+            }
+            if *late {
+                let _ = write!(l, " (LATE: after the {:.0} ms wait)", ms(wait));
+            }
+            if *reordered {
+                l.push_str(" (REORDERED)");
+            }
+            l
+        }
+        Event::Corrupted {
+            seq,
+            bytes,
+            rtt,
+            detail,
+        } => match (seq, rtt) {
+            (Some(seq), Some(rtt)) => format!(
+                "{bytes} bytes from {peer}: seq={seq} time={:.3} ms (CORRUPTED: {detail})",
+                ms(*rtt)
+            ),
+            _ => format!("{bytes} bytes from {peer}: (CORRUPTED: {detail})"),
+        },
+        Event::Refused => format!("From {peer}: port unreachable (nothing listens there)"),
+    }
+}
+
+/// The ping-style summary lines.
+pub fn summary(peer: SocketAddr, r: &Report) -> String {
+    let lost = r.sent.saturating_sub(r.received);
+    let loss = if r.sent == 0 {
+        0.0
+    } else {
+        lost as f64 * 100.0 / r.sent as f64
+    };
+    let mut s = format!(
+        "--- {peer} echo statistics ---\n{} messages sent, {} received",
+        r.sent, r.received
+    );
+    for (n, what) in [
+        (r.duplicates, "duplicates"),
+        (r.corrupted, "corrupted"),
+        (r.late, "late"),
+        (r.reordered, "reordered"),
+        (r.refused, "refused"),
+    ] {
+        if n > 0 {
+            let _ = write!(s, ", +{n} {what}");
+        }
+    }
+    // ping's style: at most 4 decimals, no trailing zeros (0%, 33.3333%).
+    let _ = write!(
+        s,
+        ", {}% loss, time {:.0} ms",
+        trim_float(loss),
+        ms(r.elapsed)
+    );
+    let round = r.round();
+    if let (Some(min), Some(avg), Some(max), Some(mdev)) =
+        (round.min(), round.mean(), round.max(), round.mdev())
+    {
+        let _ = write!(
+            s,
+            "\nrtt min/avg/max/mdev = {:.3}/{:.3}/{:.3}/{:.3} ms",
+            ms(min),
+            ms(avg),
+            ms(max),
+            ms(mdev)
+        );
+    }
+    s
+}
+
+fn trim_float(v: f64) -> String {
+    let t = format!("{v:.4}");
+    let t = t.trim_end_matches('0').trim_end_matches('.');
+    t.to_string()
+}
+
+/// `netmon echo`: resolves the target, runs a session, prints every event and the summary to
+/// `out`. Returns whether every message came back intact. Ctrl-C (`cancel`) ends the session
+/// early with a summary of what was seen.
+pub async fn run(
+    args: &crate::cli::EchoArgs,
+    out: &mut (dyn std::io::Write + Send),
+    cancel: &CancellationToken,
+) -> Result<bool, ClientError> {
+    let (host, port) = split_target(&args.target, DEFAULT_PORT)?;
+    let pref = match (args.ipv4, args.ipv6) {
+        (true, _) => IpPreference::Ipv4,
+        (_, true) => IpPreference::Ipv6,
+        _ => IpPreference::Auto,
+    };
+    let addrs = resolve::resolve(&host, port, pref)
+        .await
+        .map_err(|f| ClientError::Resolve(f.message))?;
+    let peer = addrs[0];
+    let socket = connect(peer).await.map_err(|source| ClientError::Socket {
+        context: format!("opening a UDP socket to {peer}"),
+        source,
+    })?;
+    let options = SessionOptions {
+        count: args.count,
+        interval: args.interval,
+        size: usize::try_from(args.size).unwrap_or(wire::MAX_LEN),
+        wait: args.timeout,
+    };
+    let session = Session::new(options.clone());
+    let shown = if host == peer.ip().to_string() {
+        peer.to_string()
+    } else {
+        format!("{host} ({peer})")
+    };
+    let _ = writeln!(
+        out,
+        "ECHO {shown}: {} bytes, {} messages, session {:016x}",
+        options.size,
+        options.count,
+        session.nonce()
+    );
+    let mut report = Report::default();
+    let result = session
+        .run(&socket, cancel, &mut report, |e| {
+            let _ = writeln!(out, "{}", event_line(peer, e, options.wait));
+        })
+        .await;
+    let _ = writeln!(out);
+    let _ = writeln!(out, "{}", summary(peer, &report));
+    result?;
+    Ok(report.all_intact())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_split_like_ping_and_ssh() {
+        let ok = |s: &str| split_target(s, 7007).unwrap();
+        assert_eq!(ok("host"), ("host".into(), 7007));
+        assert_eq!(ok("host:7"), ("host".into(), 7));
+        assert_eq!(ok("127.0.0.1:9"), ("127.0.0.1".into(), 9));
+        assert_eq!(ok("::1"), ("::1".into(), 7007));
+        assert_eq!(ok("[::1]"), ("::1".into(), 7007));
+        assert_eq!(ok("[::1]:8"), ("::1".into(), 8));
+        for bad in [
+            "",
+            ":7",
+            "host:",
+            "host:0",
+            "host:99999",
+            "[::1",
+            "[::1]x",
+            "a:b:c",
+        ] {
+            assert!(split_target(bad, 7007).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn summary_reads_like_ping() {
+        let peer: SocketAddr = "127.0.0.1:7007".parse().unwrap();
+        let r = Report {
+            sent: 3,
+            received: 2,
+            rtts: vec![Duration::from_micros(100), Duration::from_micros(300)],
+            duplicates: 1,
+            elapsed: Duration::from_millis(2002),
+            ..Report::default()
+        };
+        assert_eq!(
+            summary(peer, &r),
+            "--- 127.0.0.1:7007 echo statistics ---\n\
+             3 messages sent, 2 received, +1 duplicates, 33.3333% loss, time 2002 ms\n\
+             rtt min/avg/max/mdev = 0.100/0.200/0.300/0.100 ms"
+        );
+        assert!(!r.all_intact());
+        let line = event_line(
+            peer,
+            &Event::Reply {
+                seq: 3,
+                bytes: 64,
+                rtt: Duration::from_micros(81),
+                duplicate: false,
+                reordered: false,
+                late: false,
+            },
+            Duration::from_secs(1),
+        );
+        assert_eq!(line, "64 bytes from 127.0.0.1:7007: seq=3 time=0.081 ms");
+    }
+
+    #[tokio::test]
+    async fn a_reply_that_decodes_but_differs_is_corrupted_at_its_byte() {
+        // Flips the top bit of the timestamp: still a valid message (never 0), not the one sent.
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = server.recv_from(&mut buf).await {
+                buf[24] ^= 0x80;
+                let _ = server.send_to(&buf[..n], from).await;
+            }
+        });
+        let socket = connect(addr).await.unwrap();
+        let session = Session::new(SessionOptions {
+            count: 2,
+            interval: Duration::from_millis(5),
+            size: 40,
+            wait: Duration::from_millis(200),
+        });
+        let mut report = Report::default();
+        let mut details = Vec::new();
+        session
+            .run(&socket, &CancellationToken::new(), &mut report, |e| {
+                if let Event::Corrupted { seq, detail, .. } = e {
+                    details.push((*seq, detail.clone()));
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(report.corrupted, 2);
+        assert_eq!(report.received, 0);
+        assert_eq!(report.round().loss_ratio(), 1.0);
+        assert_eq!(
+            details,
+            vec![
+                (Some(0), "byte 24 differs".to_string()),
+                (Some(1), "byte 24 differs".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn rtts_are_never_zero() {
+        let t = Instant::now();
+        assert_eq!(rtt(t, t), Duration::from_nanos(1));
+        assert_eq!(rtt(t + Duration::from_secs(1), t), Duration::from_nanos(1));
+    }
+}
