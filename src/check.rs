@@ -357,14 +357,7 @@ async fn probe_once(service: &Service, plan: &Plan, metrics: &Metrics) -> Verdic
             let target = Target {
                 host: service.host.clone(),
             };
-            let o = match tokio::time::timeout(timeout, p.run(&target)).await {
-                Ok(o) => o,
-                Err(_) => Err(probe::Failure::new(
-                    probe::Reason::Timeout,
-                    format!("no answer within {}", humantime::format_duration(timeout)),
-                )),
-            };
-            Ok(o)
+            Ok(crate::runner::run_with_timeout(&*p, &target, timeout).await)
         }
     };
     let loss_percent = match &outcome {

@@ -414,15 +414,21 @@ async fn execute(
     status: &Status,
 ) -> Outcome {
     let start = Instant::now();
-    let outcome = match tokio::time::timeout(timeout, probe.run(target)).await {
+    let outcome = run_with_timeout(probe, target, timeout).await;
+    record(&outcome, start.elapsed(), metrics, status);
+    outcome
+}
+
+/// Runs `probe` once; past `timeout` the probe is dropped and the outcome is a `timeout`
+/// failure. The one place the timeout rule lives, for the scheduler and `netmon check`.
+pub async fn run_with_timeout(probe: &dyn Probe, target: &Target, timeout: Duration) -> Outcome {
+    match tokio::time::timeout(timeout, probe.run(target)).await {
         Ok(o) => o,
         Err(_) => Err(Failure::new(
             Reason::Timeout,
             format!("no answer within {}", humantime::format_duration(timeout)),
         )),
-    };
-    record(&outcome, start.elapsed(), metrics, status);
-    outcome
+    }
 }
 
 fn record(outcome: &Outcome, elapsed: Duration, metrics: &ServiceMetrics, status: &Status) {
