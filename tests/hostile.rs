@@ -154,7 +154,10 @@ fn run(cases: &[Case], rss_slack: Option<f64>) -> Netmon {
     wait_probes(&n, cases, |_| 3.0);
     let before = window(&n);
     let text = n.scrape();
-    let base: BTreeMap<&str, f64> = cases.iter().map(|k| (k.name, probes(&text, k.name))).collect();
+    let base: BTreeMap<&str, f64> = cases
+        .iter()
+        .map(|k| (k.name, probes(&text, k.name)))
+        .collect();
     wait_probes(&n, cases, |name| base[name] + ROUNDS);
     let after = window(&n);
     let text = n.scrape();
@@ -176,7 +179,13 @@ fn run(cases: &[Case], rss_slack: Option<f64>) -> Netmon {
                 );
             }
             Expect::Up => {
-                assert_eq!(up, Some(1.0), "{} should be up:\n{text}\nlog:\n{}", k.name, log());
+                assert_eq!(
+                    up,
+                    Some(1.0),
+                    "{} should be up:\n{text}\nlog:\n{}",
+                    k.name,
+                    log()
+                );
             }
         }
     }
@@ -212,7 +221,11 @@ fn fd_list(n: &Netmon) -> String {
     if let Ok(d) = std::fs::read_dir(&dir) {
         for e in d.flatten() {
             let target = std::fs::read_link(e.path()).unwrap_or_default();
-            out.push(format!("{} -> {}", e.file_name().to_string_lossy(), target.display()));
+            out.push(format!(
+                "{} -> {}",
+                e.file_name().to_string_lossy(),
+                target.display()
+            ));
         }
     }
     out.join("\n")
@@ -236,12 +249,22 @@ fn http_peers_that_stall_flood_or_loop() {
     let endless = rt.block_on(peers::tcp_peer(peers::endless_body));
     let redirects = rt.block_on(peers::tcp_peer(peers::redirects));
     let garbage = rt.block_on(peers::tcp_peer(peers::garbage));
+    let headers = rt.block_on(peers::tcp_peer(peers::endless_headers));
+    let short = rt.block_on(peers::tcp_peer(peers::short_body));
     let http = |name: &str, port: u16, extra: &str| {
         format!("{{ type: http, name: {name}, port: {port}{extra} }}")
     };
     let cases = [
-        case("never-answers", http("never-answers", silent, ""), Expect::Down("timeout")),
-        case("trickle", http("trickle", trickle, ""), Expect::Down("timeout")),
+        case(
+            "never-answers",
+            http("never-answers", silent, ""),
+            Expect::Down("timeout"),
+        ),
+        case(
+            "trickle",
+            http("trickle", trickle, ""),
+            Expect::Down("timeout"),
+        ),
         // A body regex makes the probe keep the bytes: memory is still bounded by max_body.
         case(
             "endless-body",
@@ -258,11 +281,29 @@ fn http_peers_that_stall_flood_or_loop() {
             http("redirect-chain", redirects, ", path: /chain/0"),
             Expect::Down("status"),
         ),
-        case("not-http", http("not-http", garbage, ""), Expect::Down("protocol")),
+        case(
+            "not-http",
+            http("not-http", garbage, ""),
+            Expect::Down("protocol"),
+        ),
+        case(
+            "endless-headers",
+            http("endless-headers", headers, ""),
+            Expect::Down("protocol"),
+        ),
+        case(
+            "short-body",
+            http("short-body", short, ""),
+            Expect::Down("body"),
+        ),
         // The control: the redirect peer's loop, but with redirects not followed.
         case(
             "redirect-control",
-            http("redirect-control", redirects, ", path: /loop, follow_redirects: false"),
+            http(
+                "redirect-control",
+                redirects,
+                ", path: /loop, follow_redirects: false",
+            ),
             Expect::Up,
         ),
     ];
@@ -291,6 +332,7 @@ fn tls_peers_with_bad_certificates() {
     let self_signed = rt.block_on(peers::tls_peer(pki.self_signed.clone()));
     let good = rt.block_on(peers::tls_peer(pki.good.clone()));
     let plain = rt.block_on(peers::tcp_peer(peers::plain_http));
+    let silent = rt.block_on(peers::tcp_peer(peers::silent));
     let https = |name: &str, port: u16| {
         format!(
             "{{ type: https, name: {name}, port: {port}, tls: {{ ca_file: '{}' }} }}",
@@ -299,10 +341,31 @@ fn tls_peers_with_bad_certificates() {
     };
     let cases = [
         case("expired", https("expired", expired), Expect::Down("tls")),
-        case("wrong-name", https("wrong-name", wrong_name), Expect::Down("tls")),
-        case("self-signed", https("self-signed", self_signed), Expect::Down("tls")),
-        case("plain-http", https("plain-http", plain), Expect::Down("tls")),
-        case("good-certificate", https("good-certificate", good), Expect::Up),
+        case(
+            "wrong-name",
+            https("wrong-name", wrong_name),
+            Expect::Down("tls"),
+        ),
+        case(
+            "self-signed",
+            https("self-signed", self_signed),
+            Expect::Down("tls"),
+        ),
+        case(
+            "plain-http",
+            https("plain-http", plain),
+            Expect::Down("tls"),
+        ),
+        case(
+            "no-server-hello",
+            https("no-server-hello", silent),
+            Expect::Down("timeout"),
+        ),
+        case(
+            "good-certificate",
+            https("good-certificate", good),
+            Expect::Up,
+        ),
     ];
     let n = run(&cases, None);
     let expect = [
@@ -317,7 +380,11 @@ fn tls_peers_with_bad_certificates() {
     }
     // The expired certificate's date is exported even though verification failed.
     let text = n.scrape();
-    let not_after = metric(&text, "netmon_tls_cert_not_after_timestamp_seconds", &labels("expired"));
+    let not_after = metric(
+        &text,
+        "netmon_tls_cert_not_after_timestamp_seconds",
+        &labels("expired"),
+    );
     assert_eq!(not_after, Some(1_577_836_800.0), "{text}");
 }
 
@@ -332,54 +399,156 @@ fn dns_peers_truncating_garbling_or_answering_another_id() {
         r[0] ^= 0xff;
         now(r)
     });
+    let wrong_id_flood = peer(false, |_, q| {
+        let mut r = peers::dns_response(q, false);
+        r[0] ^= 0xff;
+        vec![(Duration::ZERO, r); 200]
+    });
     let other_port = peer(true, |_, q| now(peers::dns_response(q, false)));
     let good = peer(false, |_, q| now(peers::dns_response(q, false)));
+    let reflector = peer(false, |_, q| now(q.to_vec()));
+    let tcp_cut = rt.block_on(peers::tcp_peer(peers::dns_tcp_cut));
+    let tcp_flood = rt.block_on(peers::tcp_peer(peers::dns_tcp_wrong_id_flood));
     let dns = |name: &str, port: u16| format!("{{ type: dns, name: {name}, port: {port} }}");
+    let dns_tcp = |name: &str, port: u16| {
+        format!("{{ type: dns, name: {name}, port: {port}, transport: tcp }}")
+    };
     let cases = [
-        case("truncated", dns("truncated", truncated), Expect::Down("protocol")),
+        case(
+            "truncated",
+            dns("truncated", truncated),
+            Expect::Down("protocol"),
+        ),
         case("garbage", dns("garbage", garbage), Expect::Down("protocol")),
-        case("wrong-id", dns("wrong-id", wrong_id), Expect::Down("timeout")),
-        case("other-port", dns("other-port", other_port), Expect::Down("timeout")),
+        case(
+            "wrong-id",
+            dns("wrong-id", wrong_id),
+            Expect::Down("timeout"),
+        ),
+        case(
+            "wrong-id-flood",
+            dns("wrong-id-flood", wrong_id_flood),
+            Expect::Down("timeout"),
+        ),
+        case(
+            "other-port",
+            dns("other-port", other_port),
+            Expect::Down("timeout"),
+        ),
+        case(
+            "reflector",
+            dns("reflector", reflector),
+            Expect::Down("protocol"),
+        ),
+        case(
+            "tcp-cut",
+            dns_tcp("tcp-cut", tcp_cut),
+            Expect::Down("protocol"),
+        ),
+        case(
+            "tcp-wrong-id-flood",
+            dns_tcp("tcp-wrong-id-flood", tcp_flood),
+            Expect::Down("timeout"),
+        ),
         case("good-answer", dns("good-answer", good), Expect::Up),
     ];
     let n = run(&cases, None);
     assert!(down_line(&n, "truncated").contains("transport: tcp"));
     let text = n.scrape();
     // The truncated answer is a response: its rcode is exported; garbage is none.
-    assert_eq!(metric(&text, "netmon_dns_rcode", &labels("truncated")), Some(0.0), "{text}");
-    assert_eq!(metric(&text, "netmon_dns_rcode", &labels("garbage")), Some(-1.0), "{text}");
+    assert_eq!(
+        metric(&text, "netmon_dns_rcode", &labels("truncated")),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "netmon_dns_rcode", &labels("garbage")),
+        Some(-1.0),
+        "{text}"
+    );
 }
 
 #[test]
 fn ntp_peers_short_kiss_of_death_and_bad_strata() {
     let rt = runtime();
     let peer = |other: bool, f: fn(u64, &[u8]) -> Replies| rt.block_on(peers::udp_peer(other, f));
-    let short = peer(false, |_, q| now(peers::ntp_reply(q, 0, 2, [127, 0, 0, 1])[..20].to_vec()));
+    let short = peer(false, |_, q| {
+        now(peers::ntp_reply(q, 0, 2, [127, 0, 0, 1])[..20].to_vec())
+    });
     let kiss = peer(false, |_, q| now(peers::ntp_reply(q, 3, 0, *b"RATE")));
     let stratum0 = peer(false, |_, q| now(peers::ntp_reply(q, 0, 0, [0; 4])));
-    let stratum16 = peer(false, |_, q| now(peers::ntp_reply(q, 0, 16, [127, 0, 0, 1])));
+    let stratum16 = peer(false, |_, q| {
+        now(peers::ntp_reply(q, 0, 16, [127, 0, 0, 1]))
+    });
     let other_port = peer(true, |_, q| now(peers::ntp_reply(q, 0, 2, [127, 0, 0, 1])));
+    let other_request = peer(false, |_, q| {
+        let mut r = peers::ntp_reply(q, 0, 2, [127, 0, 0, 1]);
+        r[31] ^= 0xff;
+        now(r)
+    });
+    let version_2 = peer(false, |_, q| {
+        let mut r = peers::ntp_reply(q, 0, 2, [127, 0, 0, 1]);
+        r[0] = (2 << 3) | 4;
+        now(r)
+    });
     let good = peer(false, |_, q| now(peers::ntp_reply(q, 0, 2, [127, 0, 0, 1])));
     let ntp = |name: &str, port: u16| format!("{{ type: ntp, name: {name}, port: {port} }}");
     let cases = [
-        case("short-packet", ntp("short-packet", short), Expect::Down("protocol")),
-        case("kiss-of-death", ntp("kiss-of-death", kiss), Expect::Down("status")),
-        case("stratum-0", ntp("stratum-0", stratum0), Expect::Down("status")),
-        case("stratum-16", ntp("stratum-16", stratum16), Expect::Down("status")),
-        case("other-port", ntp("other-port", other_port), Expect::Down("timeout")),
+        case(
+            "short-packet",
+            ntp("short-packet", short),
+            Expect::Down("protocol"),
+        ),
+        case(
+            "kiss-of-death",
+            ntp("kiss-of-death", kiss),
+            Expect::Down("status"),
+        ),
+        case(
+            "stratum-0",
+            ntp("stratum-0", stratum0),
+            Expect::Down("status"),
+        ),
+        case(
+            "stratum-16",
+            ntp("stratum-16", stratum16),
+            Expect::Down("status"),
+        ),
+        case(
+            "other-port",
+            ntp("other-port", other_port),
+            Expect::Down("timeout"),
+        ),
+        case(
+            "answers-another-request",
+            ntp("answers-another-request", other_request),
+            Expect::Down("protocol"),
+        ),
+        case(
+            "version-2",
+            ntp("version-2", version_2),
+            Expect::Down("protocol"),
+        ),
         case("good-server", ntp("good-server", good), Expect::Up),
     ];
     let n = run(&cases, None);
     assert!(down_line(&n, "kiss-of-death").contains("kiss-of-death RATE"));
     let text = n.scrape();
-    for (name, stratum) in [("kiss-of-death", 0.0), ("stratum-0", 0.0), ("stratum-16", -1.0)] {
+    for (name, stratum) in [
+        ("kiss-of-death", 0.0),
+        ("stratum-0", 0.0),
+        ("stratum-16", -1.0),
+    ] {
         assert_eq!(
             metric(&text, "netmon_ntp_stratum", &labels(name)),
             Some(stratum),
             "{name}:\n{text}"
         );
     }
-    assert_eq!(metric(&text, "netmon_ntp_stratum", &labels("good-server")), Some(2.0));
+    assert_eq!(
+        metric(&text, "netmon_ntp_stratum", &labels("good-server")),
+        Some(2.0)
+    );
 }
 
 #[test]
@@ -397,14 +566,28 @@ fn udp_and_echo_peers_replying_from_another_port_or_mangling() {
         }
         now(d)
     });
-    let duplicate = peer(false, |_, d| vec![(Duration::ZERO, d.to_vec()), (Duration::ZERO, d.to_vec())]);
+    let truncate = peer(false, |_, d| now(d[..d.len().saturating_sub(8)].to_vec()));
+    let padded = peer(false, |_, d| {
+        let mut d = d.to_vec();
+        d.extend_from_slice(&[0u8; 100]);
+        now(d)
+    });
+    let duplicate = peer(false, |_, d| {
+        vec![(Duration::ZERO, d.to_vec()), (Duration::ZERO, d.to_vec())]
+    });
     let delay = peer(false, |_, d| vec![(Duration::from_millis(250), d.to_vec())]);
     let reorder = peer(false, |n, d| {
         // The first message of each round comes back after the second.
         let wait = if n % 3 == 0 { 60 } else { 0 };
         vec![(Duration::from_millis(wait), d.to_vec())]
     });
-    let lossy = peer(false, |n, d| if n % 3 == 0 { now(d.to_vec()) } else { Vec::new() });
+    let lossy = peer(false, |n, d| {
+        if n % 3 == 0 {
+            now(d.to_vec())
+        } else {
+            Vec::new()
+        }
+    });
     let echo_other = peer(true, |_, d| now(d.to_vec()));
     let echo_good = peer(false, |_, d| now(d.to_vec()));
     let udp = |name: &str, port: u16| {
@@ -416,14 +599,52 @@ fn udp_and_echo_peers_replying_from_another_port_or_mangling() {
         )
     };
     let cases = [
-        case("udp-other-port", udp("udp-other-port", udp_other), Expect::Down("timeout")),
+        case(
+            "udp-other-port",
+            udp("udp-other-port", udp_other),
+            Expect::Down("timeout"),
+        ),
         case("udp-good", udp("udp-good", udp_good), Expect::Up),
-        case("echo-corrupt", echo("echo-corrupt", corrupt, ""), Expect::Down("mismatch")),
-        case("echo-duplicate", echo("echo-duplicate", duplicate, ""), Expect::Up),
-        case("echo-delay", echo("echo-delay", delay, ""), Expect::Down("timeout")),
-        case("echo-reorder", echo("echo-reorder", reorder, ""), Expect::Up),
-        case("echo-lossy", echo("echo-lossy", lossy, ", max_loss: 0.2"), Expect::Down("loss")),
-        case("echo-other-port", echo("echo-other-port", echo_other, ""), Expect::Down("timeout")),
+        case(
+            "echo-corrupt",
+            echo("echo-corrupt", corrupt, ""),
+            Expect::Down("mismatch"),
+        ),
+        case(
+            "echo-truncate",
+            echo("echo-truncate", truncate, ""),
+            Expect::Down("mismatch"),
+        ),
+        case(
+            "echo-padded",
+            echo("echo-padded", padded, ""),
+            Expect::Down("mismatch"),
+        ),
+        case(
+            "echo-duplicate",
+            echo("echo-duplicate", duplicate, ""),
+            Expect::Up,
+        ),
+        case(
+            "echo-delay",
+            echo("echo-delay", delay, ""),
+            Expect::Down("timeout"),
+        ),
+        case(
+            "echo-reorder",
+            echo("echo-reorder", reorder, ""),
+            Expect::Up,
+        ),
+        case(
+            "echo-lossy",
+            echo("echo-lossy", lossy, ", max_loss: 0.2"),
+            Expect::Down("loss"),
+        ),
+        case(
+            "echo-other-port",
+            echo("echo-other-port", echo_other, ""),
+            Expect::Down("timeout"),
+        ),
         case("echo-good", echo("echo-good", echo_good, ""), Expect::Up),
     ];
     let n = run(&cases, None);
@@ -432,7 +653,10 @@ fn udp_and_echo_peers_replying_from_another_port_or_mangling() {
     for name in ["echo-duplicate", "echo-reorder", "echo-good"] {
         let sent = metric(&text, "netmon_packets_sent_total", &labels(name)).unwrap();
         let got = metric(&text, "netmon_packets_received_total", &labels(name)).unwrap();
-        assert!(got <= sent && got > 0.0, "{name}: {got} received of {sent}:\n{text}");
+        assert!(
+            got <= sent && got > 0.0,
+            "{name}: {got} received of {sent}:\n{text}"
+        );
         assert_eq!(
             metric(&text, "netmon_packet_loss_ratio", &labels(name)),
             Some(0.0),
@@ -519,6 +743,12 @@ fn icmp_foreign_replies_are_ignored() {
     let text = n.scrape();
     let sent = metric(&text, "netmon_packets_sent_total", &labels("ping")).unwrap();
     let got = metric(&text, "netmon_packets_received_total", &labels("ping")).unwrap();
-    assert!(got <= sent && got > 0.0, "{got} replies counted for {sent} requests:\n{text}");
-    assert!(failures(&text, "ping").values().all(|v| *v == 0.0), "{text}");
+    assert!(
+        got <= sent && got > 0.0,
+        "{got} replies counted for {sent} requests:\n{text}"
+    );
+    assert!(
+        failures(&text, "ping").values().all(|v| *v == 0.0),
+        "{text}"
+    );
 }

@@ -209,11 +209,7 @@ impl Netmon {
             .filter(|l| l.contains("panicked"))
             .collect();
         assert!(panics.is_empty(), "netmon panicked:\n{}", panics.join("\n"));
-        assert!(
-            self.running(),
-            "netmon exited:\n{}",
-            self.log().join("\n")
-        );
+        assert!(self.running(), "netmon exited:\n{}", self.log().join("\n"));
     }
 }
 

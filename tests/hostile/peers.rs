@@ -67,8 +67,7 @@ pub async fn trickle(mut s: TcpStream) {
 /// A 200 whose body never ends (no length: it would end at close, which never comes).
 pub async fn endless_body(mut s: TcpStream) {
     read_head(&mut s).await;
-    if s
-        .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n")
+    if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n")
         .await
         .is_err()
     {
@@ -122,7 +121,9 @@ pub async fn tls_peer(config: Arc<rustls::ServerConfig>) -> u16 {
                 let mut buf = [0u8; 4096];
                 let _ = tls.read(&mut buf).await;
                 let _ = tls
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    )
                     .await;
                 let _ = tls.shutdown().await;
             }
@@ -318,4 +319,51 @@ pub fn icmp_message(kind: u8, ident: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
     let sum = checksum(&m);
     m[2..4].copy_from_slice(&sum.to_be_bytes());
     m
+}
+
+/// A 200 whose header section never ends.
+pub async fn endless_headers(mut s: TcpStream) {
+    read_head(&mut s).await;
+    if s.write_all(b"HTTP/1.1 200 OK\r\n").await.is_err() {
+        return;
+    }
+    let line = format!("X-Junk: {}\r\n", "a".repeat(1000));
+    while s.write_all(line.as_bytes()).await.is_ok() {}
+}
+
+/// Promises 1000 body bytes, sends 3 and closes.
+pub async fn short_body(mut s: TcpStream) {
+    read_head(&mut s).await;
+    let _ = s
+        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nabc")
+        .await;
+}
+
+/// Reads one length-prefixed DNS query over TCP (RFC 1035 §4.2.2).
+async fn read_dns_tcp(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut prefix = [0u8; 2];
+    s.read_exact(&mut prefix).await.ok()?;
+    let mut q = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
+    s.read_exact(&mut q).await.ok()?;
+    Some(q)
+}
+
+/// Over TCP: announces a 100-byte answer, sends 10 bytes and closes.
+pub async fn dns_tcp_cut(mut s: TcpStream) {
+    if read_dns_tcp(&mut s).await.is_some() {
+        let _ = s.write_all(&[0, 100, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]).await;
+    }
+}
+
+/// Over TCP: answers with responses carrying another id, as fast as it can, until the
+/// prober closes.
+pub async fn dns_tcp_wrong_id_flood(mut s: TcpStream) {
+    let Some(q) = read_dns_tcp(&mut s).await else {
+        return;
+    };
+    let mut r = dns_response(&q, false);
+    r[0] ^= 0xff;
+    let mut framed = (r.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&r);
+    while s.write_all(&framed).await.is_ok() {}
 }
