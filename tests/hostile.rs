@@ -739,6 +739,13 @@ fn icmp_foreign_replies_are_ignored() {
     let n = run(&cases, None);
     stop.store(true, Ordering::Relaxed);
     let sprayed = sprayer.join().unwrap();
+    // Say which socket netmon had: only a raw one sees the spray.
+    let opened = n
+        .log()
+        .into_iter()
+        .find(|l| l.contains("icmp socket opened"))
+        .unwrap_or_default();
+    eprintln!("netmon: {opened}");
     assert!(sprayed > 100, "only {sprayed} crafted messages sent");
     let text = n.scrape();
     let sent = metric(&text, "netmon_packets_sent_total", &labels("ping")).unwrap();
