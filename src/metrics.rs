@@ -114,6 +114,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(ProcessCollector));
+        registry.register_collector(Box::new(RuntimeCollector));
         let common = Common::default();
         let reload_ok = Gauge::default();
         let reload_time = FGauge::default();
@@ -378,6 +379,30 @@ impl prometheus_client::collector::Collector for ProcessCollector {
     }
 }
 
+/// `netmon_runtime_tasks`: the tokio runtime's alive tasks, read at scrape time from the
+/// runtime the scrape runs on (`RuntimeMetrics::num_alive_tasks`, stable in tokio 1.x). A
+/// count that keeps growing while the configuration stays the same is a task leak. Nothing
+/// is exported when encoding happens outside a runtime (unit tests, benches).
+#[derive(Debug)]
+struct RuntimeCollector;
+
+impl prometheus_client::collector::Collector for RuntimeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return Ok(());
+        };
+        let tasks = handle.metrics().num_alive_tasks();
+        ConstGauge::new(i64::try_from(tasks).unwrap_or(i64::MAX)).encode(
+            encoder.encode_descriptor(
+                "netmon_runtime_tasks",
+                "Tasks alive in the tokio runtime",
+                None,
+                MetricType::Gauge,
+            )?,
+        )
+    }
+}
+
 /// Shared handle to the metrics.
 pub type SharedMetrics = Arc<Metrics>;
 
@@ -407,5 +432,20 @@ mod tests {
         assert!(!text.contains("host=\"h\""), "{text}");
         assert!(text.contains("process_cpu_seconds_total"), "{text}");
         assert!(text.contains("netmon_build_info{version="), "{text}");
+    }
+
+    #[test]
+    fn runtime_tasks_are_exported_inside_a_runtime_only() {
+        let m = Metrics::new();
+        assert!(!m.encode(false).unwrap().contains("netmon_runtime_tasks"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let text = rt.block_on(async {
+            let _alive = tokio::spawn(std::future::pending::<()>());
+            m.encode(false).unwrap()
+        });
+        assert!(text.contains("# TYPE netmon_runtime_tasks gauge"), "{text}");
+        assert!(text.contains("\nnetmon_runtime_tasks 1\n"), "{text}");
     }
 }

@@ -174,6 +174,43 @@ impl Netmon {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The process's open file descriptors, counted in `/proc/PID/fd` (Linux) rather than
+    /// through a scrape, whose own connection would be counted.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or_else(|e| panic!("reading /proc/{}/fd: {e}", self.pid()))
+    }
+
+    /// The process's resident memory in bytes, from `/proc/PID/status`.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap_or_else(|e| panic!("reading /proc/{}/status: {e}", self.pid()));
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    /// Panics (with the log) if the process exited or logged a panic.
+    pub fn assert_alive_without_panic(&mut self) {
+        let panics: Vec<String> = self
+            .log()
+            .into_iter()
+            .filter(|l| l.contains("panicked"))
+            .collect();
+        assert!(panics.is_empty(), "netmon panicked:\n{}", panics.join("\n"));
+        assert!(self.running(), "netmon exited:\n{}", self.log().join("\n"));
+    }
 }
 
 impl Drop for Netmon {
