@@ -107,6 +107,9 @@ pub struct Metrics {
     pub lateness: Histogram,
     /// `netmon_probes_in_flight`.
     pub in_flight: Gauge,
+    /// The hosted echo server's families, registered even without `echo_server:` so a
+    /// reload can add one.
+    pub echo_server: crate::echo::server::Metrics,
 }
 
 impl Metrics {
@@ -182,6 +185,7 @@ impl Metrics {
         );
         ns.register("probes_in_flight", "Probes running now", in_flight.clone());
         let probe = ProbeMetrics::register(ns);
+        let echo_server = crate::echo::server::Metrics::register(ns);
         Metrics {
             registry,
             common,
@@ -190,6 +194,7 @@ impl Metrics {
             reload_time,
             lateness,
             in_flight,
+            echo_server,
         }
     }
 

@@ -182,11 +182,8 @@ pub async fn start(
         .as_ref()
         .map(web::tls_acceptor)
         .transpose()?;
-    let mut all = Metrics::new();
-    // Registered even without `echo_server:`, so a reload can add one.
-    let echo_metrics =
-        echo_server::Metrics::register(all.registry.sub_registry_with_prefix("netmon"));
-    let metrics = Arc::new(all);
+    let metrics = Arc::new(Metrics::new());
+    let echo_metrics = metrics.echo_server.clone();
     let mut monitor = Monitor::new(metrics.clone(), args.max_in_flight);
     let listener = web::bind(&args.listen_address).await?;
     let local = listener
