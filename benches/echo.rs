@@ -75,10 +75,12 @@ fn loadavg() -> String {
 
 fn free_port() -> u16 {
     let s = UdpSocket::bind("127.0.0.1:0").expect("bind a probe socket");
-    let p = s.local_addr().expect("local addr").port();
-    // The TCP side too: the metrics port is taken from here as well.
-    drop(s);
-    p
+    s.local_addr().expect("local addr").port()
+}
+
+fn free_tcp_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe listener");
+    l.local_addr().expect("local addr").port()
 }
 
 fn wait_udp_ready(addr: SocketAddr) {
@@ -539,7 +541,7 @@ fn abuse_mode() {
     let seconds: u64 = arg(1, 10);
     header("abuse");
     pin_self();
-    let metrics_port = free_port();
+    let metrics_port = free_tcp_port();
     let metrics = format!("127.0.0.1:{metrics_port}");
     let s = start_netmon(
         "netmon echo-server --rate-limit 1000",
