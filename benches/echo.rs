@@ -236,8 +236,8 @@ fn generator(peer: SocketAddr, stop: Arc<AtomicBool>, echoed: Arc<AtomicU64>) {
     let mut sh = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut rh = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut bufs = vec![[0u8; 2048]; BATCH];
-    let mut inflight = vec![0u64; SOCKETS];
-    let mut last = vec![Instant::now(); SOCKETS];
+    let mut inflight = [0u64; SOCKETS];
+    let mut last = [Instant::now(); SOCKETS];
     while !stop.load(Ordering::Relaxed) {
         for (i, s) in socks.iter().enumerate() {
             while inflight[i] + BATCH as u64 <= WINDOW {
