@@ -208,10 +208,29 @@ impl Session {
         let mut highest_answered: Option<u64> = None;
         let mut rtt_seqs: Vec<u64> = Vec::new();
         let mut scratch = Vec::with_capacity(o.size);
+        // Messages sent and not yet answered, kept as a count so the end test is O(1).
+        let mut unanswered = 0u64;
         let result = loop {
+            // Replies already queued are read before anything else: at high rates the
+            // socket's receive queue would otherwise overflow while we keep sending.
+            let queued = match socket.try_recv(&mut buf) {
+                Ok(n) => Some(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+                Err(e) if is_refused(&e) => {
+                    report.refused += 1;
+                    on_event(&Event::Refused);
+                    continue;
+                }
+                Err(e) => {
+                    break Err(SessionError::Io {
+                        context: "receive",
+                        source: e,
+                    });
+                }
+            };
             let now = Instant::now();
             let all_sent = sent.len() as u64 >= o.count;
-            if !all_sent && now >= next_send {
+            if queued.is_none() && !all_sent && now >= next_send {
                 let seq = sent.len() as u64;
                 let at = Instant::now();
                 // Session clock in ns, +1 so the first message is never stamped 0.
@@ -246,6 +265,12 @@ impl Session {
                 });
                 report.sent = sent.len() as u64;
                 next_send += o.interval;
+                unanswered += 1;
+                if sent.len() % 32 == 0 {
+                    // Lets the runtime poll its I/O driver, so `try_recv` above sees replies
+                    // that arrived during a burst of sends.
+                    tokio::task::yield_now().await;
+                }
                 continue;
             }
             let done_waiting = sent.last().map(|s| s.at + o.wait);
@@ -256,29 +281,18 @@ impl Session {
                 if done_waiting.is_some_and(|d| now >= d) {
                     break Ok(());
                 }
-                drain = sent.iter().all(|s| s.answered);
+                drain = unanswered == 0;
             }
             let wake = if all_sent {
                 done_waiting.unwrap_or(now)
             } else {
                 next_send
             };
-            let n = if drain {
-                match socket.try_recv(&mut buf) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Ok(()),
-                    Err(e) if is_refused(&e) => {
-                        report.refused += 1;
-                        on_event(&Event::Refused);
-                        continue;
-                    }
-                    Err(e) => {
-                        break Err(SessionError::Io {
-                            context: "receive",
-                            source: e,
-                        });
-                    }
-                }
+            let n = if let Some(n) = queued {
+                n
+            } else if drain {
+                // Every message is answered and nothing more is queued.
+                break Ok(());
             } else {
                 tokio::select! {
                 _ = cancel.cancelled() => break Ok(()),
@@ -311,6 +325,9 @@ impl Session {
                 ..
             } = &event
             {
+                if !*duplicate {
+                    unanswered = unanswered.saturating_sub(1);
+                }
                 if *duplicate {
                     report.duplicates += 1;
                 } else if *late {
@@ -460,7 +477,16 @@ pub async fn connect(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     } else {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     };
-    let s = UdpSocket::bind(local).await?;
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(local),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    // Room for a burst of replies at high rates; the kernel caps it at net.core.rmem_max.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    s.set_nonblocking(true)?;
+    s.bind(&local.into())?;
+    let s = UdpSocket::from_std(s.into())?;
     s.connect(addr).await?;
     Ok(s)
 }
