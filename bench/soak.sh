@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Soak test (issue 8 item 6; not run by CI): netmon probes a few thousand loopback services,
+# a tenth of them flapping, for DURATION seconds (default 1200 = 20 minutes). Every 10 s it
+# samples netmon's RSS, open fds, threads (and `netmon_runtime_tasks` when the binary exports
+# it); at the end it checks that RSS, fds and tasks stayed flat and that every state change of
+# a flapping service was logged by netmon exactly once (bench/flap.py check).
+#
+#   bench/soak.sh [DURATION_SECONDS]
+#   env: NETMON=path/to/netmon (default: target/release/netmon, else target/debug/netmon)
+#        OUT=dir for the logs (default: a new temporary directory, printed)
+#        STABLE=2700 FLAPPING=300 INTERVAL=5s TIMEOUT=2s
+#
+# Loopback only (127.1.0.0/16 and 127.2.0.0/16, ephemeral ports). Stops by itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${1:-1200}
+STABLE=${STABLE:-2700}
+FLAPPING=${FLAPPING:-300}
+INTERVAL=${INTERVAL:-5s}
+TIMEOUT=${TIMEOUT:-2s}
+TARGET=${CARGO_TARGET_DIR:-target}
+if [[ -z "${NETMON:-}" ]]; then
+    NETMON=$TARGET/release/netmon
+    [[ -x $NETMON ]] || NETMON=$TARGET/debug/netmon
+fi
+[[ -x $NETMON ]] || { echo "soak: no netmon binary at $NETMON (cargo build first)" >&2; exit 2; }
+OUT=${OUT:-$(mktemp -d /tmp/netmon-soak.XXXXXX)}
+mkdir -p "$OUT"
+echo "soak: $DURATION s, $STABLE stable + $FLAPPING flapping services, interval $INTERVAL," \
+    "binary $NETMON, logs in $OUT"
+
+FLAP_PID= NETMON_PID=
+cleanup() {
+    [[ -n $NETMON_PID ]] && kill "$NETMON_PID" 2>/dev/null || true
+    [[ -n $FLAP_PID ]] && kill "$FLAP_PID" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# The flapper outlives netmon by a little, and stops flapping 40 s before netmon stops so the
+# last change is probed (the hold is 20-60 s, the interval 5 s).
+python3 bench/flap.py serve --config "$OUT/netmon.yml" --log "$OUT/flaps.log" \
+    --duration $((DURATION + 10)) --settle 40 --stable "$STABLE" --flapping "$FLAPPING" \
+    --interval "$INTERVAL" --timeout "$TIMEOUT" >"$OUT/flap.out" 2>&1 &
+FLAP_PID=$!
+for _ in $(seq 100); do grep -q READY "$OUT/flap.out" 2>/dev/null && break; sleep 0.1; done
+grep -q READY "$OUT/flap.out" || { cat "$OUT/flap.out"; echo "soak: flapper did not start" >&2; exit 2; }
+
+"$NETMON" --config.file "$OUT/netmon.yml" --web.listen-address 127.0.0.1:0 --log.format json \
+    >"$OUT/netmon.log" 2>&1 &
+NETMON_PID=$!
+ADDR=
+for _ in $(seq 200); do
+    ADDR=$(grep -o '"address":"[^"]*"' "$OUT/netmon.log" 2>/dev/null | head -1 | cut -d'"' -f4) || true
+    [[ -n $ADDR ]] && break
+    sleep 0.1
+done
+[[ -n $ADDR ]] || { cat "$OUT/netmon.log"; echo "soak: netmon did not start" >&2; exit 2; }
+
+echo "elapsed_s,rss_kb,fds,threads,runtime_tasks,process_open_fds,probes_total" >"$OUT/samples.csv"
+START=$(date +%s)
+while :; do
+    now=$(date +%s)
+    elapsed=$((now - START))
+    kill -0 "$NETMON_PID" 2>/dev/null || { echo "soak: netmon died" >&2; tail "$OUT/netmon.log"; exit 1; }
+    rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$NETMON_PID/status")
+    threads=$(awk '/^Threads:/ {print $2}' "/proc/$NETMON_PID/status")
+    fds=$(ls "/proc/$NETMON_PID/fd" | wc -l)
+    metrics=$(curl -s --max-time 5 "http://$ADDR/metrics" || true)
+    tasks=$(awk '$1 == "netmon_runtime_tasks" {print $2}' <<<"$metrics")
+    pfds=$(awk '$1 == "process_open_fds" {print $2}' <<<"$metrics")
+    probes=$(awk '/^netmon_probes_total\{/ {s += $2} END {printf "%d", s}' <<<"$metrics")
+    echo "$elapsed,$rss,$fds,$threads,${tasks:-},${pfds:-},$probes" >>"$OUT/samples.csv"
+    ((elapsed >= DURATION)) && break
+    sleep 10
+done
+
+kill -TERM "$NETMON_PID"
+wait "$NETMON_PID" || true
+NETMON_PID=
+kill "$FLAP_PID" 2>/dev/null || true
+wait "$FLAP_PID" || true
+FLAP_PID=
+
+echo "== samples ($OUT/samples.csv)"
+cat "$OUT/samples.csv"
+echo "== flatness (after a 60 s warm-up)"
+set +e
+python3 - "$OUT/samples.csv" <<'EOF'
+import csv, sys
+rows = [r for r in csv.DictReader(open(sys.argv[1])) if int(r["elapsed_s"]) >= 60]
+ok = True
+for col, tol in (("rss_kb", 0.05), ("fds", None), ("threads", None), ("runtime_tasks", None)):
+    vals = [float(r[col]) for r in rows if r[col]]
+    if not vals:
+        print(f"{col}: not exported by this binary")
+        continue
+    lo, hi, first, last = min(vals), max(vals), vals[0], vals[-1]
+    mean = sum(vals) / len(vals)
+    # Flat: no trend from the first post-warm-up sample to the last (RSS within 5%); the
+    # spread of in-flight sockets between samples is reported, not judged.
+    drift = (last - first) / first if first else 0.0
+    verdict = "ok"
+    if tol is not None and abs(drift) > tol:
+        verdict = "NOT FLAT"
+        ok = False
+    print(f"{col}: first {first:.0f} last {last:.0f} min {lo:.0f} max {hi:.0f} mean {mean:.0f} "
+          f"drift {drift * 100:+.1f}% spread {(hi - lo) / mean * 100:.1f}% {verdict}")
+# fds and tasks: the last third's maximum must not exceed the first third's maximum by more
+# than the in-flight noise (a leak grows without bound; one socket per in-flight probe does not).
+n = len(rows)
+for col in ("fds", "threads", "runtime_tasks"):
+    vals = [float(r[col]) for r in rows if r[col]]
+    if len(vals) < 6:
+        continue
+    a, b = max(vals[: len(vals) // 3]), max(vals[-(len(vals) // 3):])
+    grow = b - a
+    limit = max(20.0, 0.1 * a)
+    print(f"{col}: max of first third {a:.0f}, of last third {b:.0f} "
+          f"({'ok' if grow <= limit else 'GROWING'})")
+    ok = ok and grow <= limit
+print("FLAT: " + ("PASS" if ok else "FAIL"))
+sys.exit(0 if ok else 1)
+EOF
+flat=$?
+echo "== exactly-once logging"
+python3 bench/flap.py check --log "$OUT/flaps.log" --netmon "$OUT/netmon.log" --config "$OUT/netmon.yml"
+once=$?
+set -e
+if ((flat == 0 && once == 0)); then echo "SOAK: PASS"; else echo "SOAK: FAIL"; exit 1; fi
