@@ -4,7 +4,8 @@
 //! * with only `cap_net_raw` as a file capability (raw ICMP socket);
 //! * with no capability, in a network namespace whose `net.ipv4.ping_group_range` admits the
 //!   group (datagram ICMP socket);
-//! * and refuses to start, saying what to do, with neither.
+//! * and refuses to start, saying what to do, with neither;
+//! * with what examples/netmon.service grants: an ambient `CAP_NET_RAW`, no-new-privileges.
 //!
 //! The namespaces are created by the test (`unshare -n`), so the host's sysctl is never
 //! touched. These tests need root (to set file capabilities, switch user and create network
@@ -89,6 +90,12 @@ fn as_nobody(cmd: &mut Command) {
 /// A command that runs `bin` as `nobody` in a new network namespace whose loopback is up and
 /// whose `ping_group_range` is `range`. `unshare` and `sh` exec, so the child is netmon itself.
 fn in_netns(bin: &Path, range: &str) -> Command {
+    let setpriv = format!("--reuid={NOBODY} --regid={NOBODY} --clear-groups");
+    in_netns_as(bin, range, &setpriv)
+}
+
+/// As [`in_netns`], becoming who `setpriv_args` say.
+fn in_netns_as(bin: &Path, range: &str, setpriv_args: &str) -> Command {
     let mut cmd = Command::new("unshare");
     cmd.args([
         "-n",
@@ -96,11 +103,22 @@ fn in_netns(bin: &Path, range: &str) -> Command {
         "-c",
         &format!(
             "ip link set lo up && echo '{range}' > /proc/sys/net/ipv4/ping_group_range && \
-             exec setpriv --reuid={NOBODY} --regid={NOBODY} --clear-groups -- \"$0\" \"$@\""
+             exec setpriv {setpriv_args} -- \"$0\" \"$@\""
         ),
     ]);
     cmd.arg(bin);
     cmd
+}
+
+/// A field of /proc/PID/status (its first word).
+fn status_field(pid: u32, name: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// `CapEff` and `Uid` of a process, from /proc.
@@ -226,4 +244,42 @@ fn nobody_pings_over_a_datagram_socket_where_ping_group_range_allows() {
     let up = n.wait_log("first result:", Duration::from_secs(10));
     assert!(up.contains("first result: UP"), "{up}");
     assert!(up.contains("protocol=icmp"), "{up}");
+}
+
+/// What examples/netmon.service grants, reproduced with setpriv (no systemd here): an
+/// arbitrary unprivileged uid as `DynamicUser=` allocates (61184-65519), `CAP_NET_RAW` as an
+/// ambient capability with nothing else in the bounding set, and no-new-privileges. No file
+/// capability on the binary, and a namespace where datagram ICMP is refused, so the ambient
+/// capability alone must open the raw socket.
+#[test]
+fn the_systemd_units_ambient_capability_alone_is_enough() {
+    if !can_run("the_systemd_units_ambient_capability_alone_is_enough") {
+        return;
+    }
+    let (dir, bin) = copy_binary();
+    let unit = include_str!("../examples/netmon.service");
+    for line in [
+        "DynamicUser=yes",
+        "AmbientCapabilities=CAP_NET_RAW",
+        "CapabilityBoundingSet=CAP_NET_RAW",
+        "NoNewPrivileges=yes",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "the unit has {line}");
+    }
+    let cmd = in_netns_as(
+        &bin,
+        "1 0",
+        "--reuid=61234 --regid=61234 --clear-groups --inh-caps=-all,+net_raw \
+         --ambient-caps=-all,+net_raw --bounding-set=-all,+net_raw --no-new-privs",
+    );
+    let mut n = Netmon::start_command(cmd, dir, CONFIG);
+    let pid = n.pid();
+    assert_eq!(status_field(pid, "Uid"), "61234");
+    assert_eq!(status_field(pid, "CapEff"), CAP_NET_RAW_ONLY);
+    assert_eq!(status_field(pid, "CapBnd"), CAP_NET_RAW_ONLY);
+    assert_eq!(status_field(pid, "NoNewPrivs"), "1");
+    let opened = n.wait_log("icmp socket opened", Duration::from_secs(5));
+    assert!(opened.contains("socket=\"raw\""), "{opened}");
+    let up = n.wait_log("first result:", Duration::from_secs(10));
+    assert!(up.contains("first result: UP"), "{up}");
 }
