@@ -384,10 +384,11 @@ fn reload_under_load_keeps_unchanged_counters_removes_and_starts_services() {
         reloaded.contains("added=100 removed=100 changed=100 unchanged=2700"),
         "{reloaded}"
     );
-    // A removed service's task stopped: its listener hears nothing more. (A probe in flight
-    // when the reload began may land just after the count was taken.)
+    // A removed service's task stopped: its listener hears nothing more. (A probe sent just
+    // before the reload may be counted by the listener thread just after; a live group sends
+    // 50 a second.)
     assert!(
-        r.hits() <= r_hits + 1,
+        r.hits() <= r_hits + 5,
         "removed services kept probing: {r_hits} -> {}",
         r.hits()
     );
@@ -408,7 +409,7 @@ fn reload_under_load_keeps_unchanged_counters_removes_and_starts_services() {
     std::thread::sleep(Duration::from_millis(3000));
     let scrapes = scraper.finish();
     check_reload("POST", &scrapes, asked, done, &unchanged, &nk, &rk, &mk);
-    assert!(nh.hits() <= n_hits + 1, "removed services kept probing");
+    assert!(nh.hits() <= n_hits + 5, "removed services kept probing");
 
     // A burst of 50 SIGHUPs, alternating the file between A and B, ending on A.
     let (fds_before, threads_before) = floor(pid);
