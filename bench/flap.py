@@ -147,8 +147,14 @@ def serve(args):
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
     changes = 0
+    last = time.time()
     while not stopping:
         now = time.time()
+        # A loop that did not turn for half a second could not answer: netmon is right to see
+        # timeouts then. Logged so `check` can tell such stalls from netmon's own mistakes.
+        if now - last > 0.5:
+            log.write(f"{last:.3f} - stall {now:.3f}\n")
+        last = now
         if now >= end:
             break
         if now < stop_flapping:
@@ -187,8 +193,12 @@ def check(args):
     """Compares the flapper's transitions with netmon's log; prints a report, exit 1 on
     a mismatch."""
     want = defaultdict(list)  # host -> [(t, state)]
+    stalls = []  # (from, to): the flapper could not answer
     for line in open(args.log):
-        t, host, _svc, state = line.split()
+        t, host, what, state = line.split()
+        if what == "stall":
+            stalls.append((float(t), float(state)))
+            continue
         want[host].append((float(t), state))
     flapping = set(want)
     got = defaultdict(list)  # (host, service) -> [(t, state)]
@@ -215,6 +225,8 @@ def check(args):
         if key[0] not in flapping:
             other += 1
 
+    print(f"flapper stalls (loop did not turn for > 0.5 s): {len(stalls)}, longest "
+          f"{max((b - a for a, b in stalls), default=0):.2f}s")
     bad = []
     delays = []
     for host, seq in want.items():

@@ -44,7 +44,11 @@ trap cleanup EXIT
 # it runs 120 s longer than the soak and is stopped by this script once netmon has exited. It
 # stops flapping 40 s before netmon stops so the last change is probed (hold 20-60 s,
 # interval 5 s).
-python3 bench/flap.py serve --config "$OUT/netmon.yml" --log "$OUT/flaps.log" \
+# The flapper is the ground truth: if it stalls, netmon rightly logs timeouts. As root it
+# runs at a higher priority than netmon so a busy machine starves netmon first.
+NICE=()
+[[ $(id -u) == 0 ]] && NICE=(nice -n -10)
+"${NICE[@]}" python3 bench/flap.py serve --config "$OUT/netmon.yml" --log "$OUT/flaps.log" \
     --duration $((DURATION + 120)) --settle 160 --stable "$STABLE" --flapping "$FLAPPING" \
     --interval "$INTERVAL" --timeout "$TIMEOUT" >"$OUT/flap.out" 2>&1 &
 FLAP_PID=$!
