@@ -4,9 +4,9 @@
 //! ones, so nothing drifts over hours), under a timeout, behind a global cap on probes in
 //! flight. The first round is spread over a few seconds by a hash of the service's identity
 //! (five at start-up, one for the few services a reload starts), and later rounds over the
-//! whole interval, so thousands of services never fire at once and
-//! a restart keeps each one's phase. What every probe shares is done here once: the timeout,
-//! timing, the common metrics, the status shown on `/` and the UP/DOWN log lines.
+//! whole interval, so thousands of services never fire at once and a restart keeps each one's
+//! phase. What every probe shares is done here once: the timeout, timing, the common metrics,
+//! the status shown on `/` and the UP/DOWN log lines.
 //!
 //! [`Monitor::apply`] reconciles the running tasks with a new config: unchanged services keep
 //! running (and their counters), removed ones stop and their series vanish, new ones start.
