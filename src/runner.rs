@@ -2,10 +2,11 @@
 //!
 //! Each task runs its probe on absolute deadlines (`first + k * interval`, skipping missed
 //! ones, so nothing drifts over hours), under a timeout, behind a global cap on probes in
-//! flight. The first round is spread over a few seconds by a hash of the service's identity,
-//! and later rounds over the whole interval, so thousands of services never fire at once and
-//! a restart keeps each one's phase. What every probe shares is done here once: the timeout,
-//! timing, the common metrics, the status shown on `/` and the UP/DOWN log lines.
+//! flight. The first round is spread over a few seconds by a hash of the service's identity
+//! (five at start-up, one for the few services a reload starts), and later rounds over the
+//! whole interval, so thousands of services never fire at once and a restart keeps each one's
+//! phase. What every probe shares is done here once: the timeout, timing, the common metrics,
+//! the status shown on `/` and the UP/DOWN log lines.
 //!
 //! [`Monitor::apply`] reconciles the running tasks with a new config: unchanged services keep
 //! running (and their counters), removed ones stop and their series vanish, new ones start.
@@ -26,8 +27,24 @@ use crate::config::{Config, Service};
 use crate::metrics::{Labels, Metrics, ServiceMetrics, unix_now};
 use crate::probe::{self, Failure, Outcome, Probe, Reason, Target};
 
-/// How long the first round of probes is spread over after start or reload.
+/// How long the first round of probes is spread over at start-up.
 pub const FIRST_ROUND_SPREAD: Duration = Duration::from_secs(5);
+
+/// The shortest first-round spread of the services a reload (or the console) starts. A reload
+/// usually starts a few services, and they should report within a second; the spread grows
+/// with their share of all services (see [`reload_spread`]), so a reload never starts probes
+/// faster than start-up does.
+pub const RELOAD_SPREAD: Duration = Duration::from_secs(1);
+
+/// The first-round spread for `starting` services out of `total`: [`FIRST_ROUND_SPREAD`] scaled
+/// by their share, at least [`RELOAD_SPREAD`]. Starting everything (start-up) gets the full
+/// spread; a tenth gets one second, the same rate of first probes per second as start-up or less.
+pub fn reload_spread(starting: usize, total: usize) -> Duration {
+    let share = starting as f64 / total.max(1) as f64;
+    FIRST_ROUND_SPREAD
+        .mul_f64(share.min(1.0))
+        .max(RELOAD_SPREAD)
+}
 
 /// A service's identity: host and `service` label.
 pub type ServiceKey = (String, String);
@@ -106,6 +123,8 @@ pub struct Monitor {
     metrics: Arc<Metrics>,
     limit: Arc<Semaphore>,
     services: BTreeMap<ServiceKey, Running>,
+    /// The first-round spread of the next services started (see [`reload_spread`]).
+    spread: Duration,
 }
 
 impl std::fmt::Debug for Monitor {
@@ -163,15 +182,21 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// A schedule starting at `now` for a service at `fraction` of its interval.
+    /// A schedule starting at `now` for a service at `fraction` of its interval, its first
+    /// run within [`FIRST_ROUND_SPREAD`].
     pub fn new(now: Instant, interval: Duration, fraction: f64) -> Self {
+        Self::with_spread(now, interval, fraction, FIRST_ROUND_SPREAD)
+    }
+
+    /// As [`Schedule::new`], with the first run within `spread` (shorter after a reload).
+    pub fn with_spread(now: Instant, interval: Duration, fraction: f64, spread: Duration) -> Self {
         let anchor = now + interval.mul_f64(fraction);
         // A phase within the spread window is its own first run; a later phase gets an early
         // first run inside the window, then joins its grid point.
-        let first = if interval.mul_f64(fraction) <= FIRST_ROUND_SPREAD {
+        let first = if interval.mul_f64(fraction) <= spread {
             anchor
         } else {
-            now + FIRST_ROUND_SPREAD.mul_f64(fraction)
+            now + spread.mul_f64(fraction)
         };
         Schedule {
             next: first,
@@ -206,6 +231,7 @@ impl Monitor {
             metrics,
             limit: Arc::new(Semaphore::new(max_in_flight.max(1))),
             services: BTreeMap::new(),
+            spread: RELOAD_SPREAD,
         }
     }
 
@@ -233,6 +259,11 @@ impl Monitor {
             }
             self.stop(&key).await;
         }
+        let starting = wanted
+            .keys()
+            .filter(|k| !self.services.contains_key(*k))
+            .count();
+        self.spread = reload_spread(starting, wanted.len());
         for (key, service) in wanted {
             if self.services.contains_key(&key) {
                 changes.kept += 1;
@@ -243,6 +274,8 @@ impl Monitor {
             }
         }
         changes.added = self.services.len() - changes.kept - changes.changed;
+        // A service the console adds alone starts within the shortest spread.
+        self.spread = RELOAD_SPREAD;
         changes
     }
 
@@ -283,7 +316,12 @@ impl Monitor {
             protocol = %service.protocol,
             service = %service.name
         );
-        let schedule = Schedule::new(Instant::now(), service.interval, phase_fraction(&key));
+        let schedule = Schedule::with_spread(
+            Instant::now(),
+            service.interval,
+            phase_fraction(&key),
+            self.spread,
+        );
         let handle = tokio::spawn(task.run(schedule).instrument(span));
         self.services.insert(
             key,
@@ -519,6 +557,22 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(3500)).await;
         s.advance(Instant::now());
         assert_eq!(s.next() - start, Duration::from_secs(4));
+    }
+
+    #[test]
+    fn reloads_spread_their_first_round_by_their_share() {
+        // Start-up: everything starts, the full spread.
+        assert_eq!(reload_spread(3000, 3000), FIRST_ROUND_SPREAD);
+        // A tenth, or one service from the console: one second.
+        assert_eq!(reload_spread(300, 3000), RELOAD_SPREAD);
+        assert_eq!(reload_spread(1, 3000), RELOAD_SPREAD);
+        // Half: half the spread, so first probes never come faster than at start-up.
+        assert_eq!(reload_spread(1500, 3000), FIRST_ROUND_SPREAD / 2);
+        assert_eq!(reload_spread(0, 0), RELOAD_SPREAD);
+        // A 60 s service at 0.75 of its interval runs first at 0.75 s, then on its grid.
+        let start = Instant::now();
+        let s = Schedule::with_spread(start, Duration::from_secs(60), 0.75, RELOAD_SPREAD);
+        assert_eq!(s.next() - start, Duration::from_millis(750));
     }
 
     #[test]

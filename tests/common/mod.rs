@@ -305,3 +305,49 @@ pub fn closed_port() -> u16 {
     drop(l);
     port
 }
+
+impl Netmon {
+    /// Starts netmon through `command` (a copy of the binary, or a wrapper such as
+    /// `setpriv ... -- BINARY`), appending `--config.file` (`config` written in `dir`, which the
+    /// process must be able to read) and a loopback `--web.listen-address`; waits until it
+    /// serves. For runs under another user, in another network namespace, or with capabilities.
+    pub fn start_command(mut command: Command, dir: tempfile::TempDir, config: &str) -> Netmon {
+        let path = dir.path().join("netmon.yml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = command
+            .arg("--config.file")
+            .arg(&path)
+            .args(["--web.listen-address", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{command:?} runs: {e}"));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        let mut n = Netmon {
+            child,
+            addr: String::new(),
+            config: path,
+            _dir: dir,
+            log,
+        };
+        let line = n.wait_log("serving metrics at", Duration::from_secs(20));
+        n.addr = line
+            .split("address=")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .expect("listen address in log")
+            .to_string();
+        n
+    }
+}
