@@ -22,8 +22,11 @@ use crate::config::{self, Regex};
 use crate::echo::wire;
 use crate::probe::{dns, http, icmp, tcp, udp};
 
+/// One fuzz target's entry point: arbitrary bytes in, a panic when an invariant breaks.
+pub type Target = fn(&[u8]);
+
 /// The targets, by the names `fuzz/run.sh` and `fuzz/regressions/` use.
-pub const TARGETS: [(&str, fn(&[u8])); 11] = [
+pub const TARGETS: [(&str, Target); 11] = [
     ("config_load", config_load),
     ("web_config", web_config),
     ("echo_wire", echo_wire),
@@ -275,7 +278,9 @@ pub fn http_response(data: &[u8]) {
             let mut exchange = http::fetch::exchange_on(client, &req, &mut clock).await?;
             if http::is_redirect(exchange.status) {
                 if let Some(location) = exchange.location.take() {
-                    if let Ok(next) = http::redirect_target(&url, &location, &[url.clone()]) {
+                    if let Ok(next) =
+                        http::redirect_target(&url, &location, std::slice::from_ref(&url))
+                    {
                         assert!(matches!(next.scheme(), "http" | "https"));
                         assert_ne!(next, url, "a redirect to itself was followed");
                     }
