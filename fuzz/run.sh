@@ -59,8 +59,11 @@ for t in "${targets[@]}"; do
     rc=$?
     set -e
     took=$(($(date +%s) - start))
-    execs=$(grep -h 'stat::number_of_executed_units' "$logs/$t.log" | awk '{s += $2} END {print s + 0}')
-    rate=$(grep -h 'stat::average_exec_per_sec' "$logs/$t.log" | awk '{s += $2} END {print s + 0}')
+    # libFuzzer's final stats, else its last status line (`#N ... exec/s: R`).
+    execs=$(awk '/stat::number_of_executed_units/ {s += $2; f = 1} /^#[0-9]+/ {l = substr($1, 2)}
+        END {print f ? s : l + 0}' "$logs/$t.log")
+    rate=$(awk '/stat::average_exec_per_sec/ {s += $2; f = 1} /exec\/s: [0-9]+/ {
+        for (i = 1; i < NF; i++) if ($i == "exec/s:") l = $(i + 1) } END {print f ? s : l + 0}' "$logs/$t.log")
     size=$(find "$corpus" -type f | wc -l)
     after=$(find "fuzz/artifacts/$t" -type f | wc -l)
     findings=$((after - before))
