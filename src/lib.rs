@@ -12,6 +12,7 @@
 //! - [`check`]: `netmon check`, one-shot probes answering as a Nagios plugin.
 //! - [`console`]: `netmon console`, the monitor with an interactive prompt.
 //! - [`logging`], [`shutdown`]: stdout logging with RFC 3339 times; signal handling.
+//! - `fuzzing` (hidden): the entry points of the fuzz targets in `fuzz/`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
@@ -20,6 +21,8 @@ pub mod cli;
 pub mod config;
 pub mod console;
 pub mod echo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod logging;
 pub mod metrics;
 pub mod probe;

@@ -25,7 +25,7 @@ use marked_yaml::{LoaderOptions, Node, Span};
 pub use error::{ConfigError, ConfigErrors, LoadError, did_you_mean, nearest};
 pub use save::{SaveError, to_yaml};
 pub use types::{Duration, IpPreference, Regex};
-pub use web_config::{ClientAuth, TlsServerConfig, WebConfig, load_web_config};
+pub use web_config::{ClientAuth, TlsServerConfig, WebConfig, load_web_config, parse_web_config};
 
 use crate::probe::{self, Protocol};
 

@@ -100,6 +100,12 @@ pub fn load_web_config(path: &Path) -> Result<WebConfig, LoadError> {
         path: path.display().to_string(),
         source,
     })?;
+    parse_web_config(&text, path)
+}
+
+/// Validates web config `text` as if read from `path` (which names it in errors and anchors
+/// relative paths); the files it names are not read. Public for the fuzzer.
+pub fn parse_web_config(text: &str, path: &Path) -> Result<WebConfig, LoadError> {
     let file = path.display().to_string();
     let err = |line: usize, column: usize, message: String| {
         LoadError::Invalid(ConfigErrors(vec![ConfigError {
@@ -113,7 +119,7 @@ pub fn load_web_config(path: &Path) -> Result<WebConfig, LoadError> {
         return Ok(WebConfig::default());
     }
     let node =
-        marked_yaml::parse_yaml(0, &text).map_err(|e| err(0, 0, format!("invalid YAML: {e}")))?;
+        marked_yaml::parse_yaml(0, text).map_err(|e| err(0, 0, format!("invalid YAML: {e}")))?;
     let mut wc: WebConfig = marked_yaml::from_node(&node).map_err(|e| {
         let (l, c) = e
             .start_mark()

@@ -173,7 +173,7 @@ impl QueryType {
         }
     }
 
-    fn record_type(self) -> RecordType {
+    pub(crate) fn record_type(self) -> RecordType {
         match self {
             QueryType::A => RecordType::A,
             QueryType::Aaaa => RecordType::AAAA,
@@ -331,7 +331,7 @@ impl Options {
 }
 
 /// Parses `query_name` as a fully qualified name (a trailing dot is optional).
-fn query_name(s: &str) -> Result<Name, String> {
+pub(crate) fn query_name(s: &str) -> Result<Name, String> {
     if s.trim().is_empty() {
         return Err("query_name is empty: write a name such as `example.com` or `.`".into());
     }
@@ -456,47 +456,7 @@ impl DnsProbe {
         let rcode = Rcode(response.metadata.response_code.into());
         self.handles.rcode.set(f64::from(rcode.0));
         self.handles.answers.set(response.answers.len() as f64);
-        if response.metadata.truncation && self.options.transport == Transport::Udp {
-            return Err(Failure::new(
-                Reason::Protocol,
-                format!(
-                    "truncated answer over udp (TC bit set, rcode {rcode}, {} records): use `transport: tcp` for this query",
-                    response.answers.len()
-                ),
-            ));
-        }
-        if !self.options.valid_rcodes.contains(&rcode) {
-            let valid: Vec<String> = self
-                .options
-                .valid_rcodes
-                .iter()
-                .map(Rcode::to_string)
-                .collect();
-            return Err(Failure::new(
-                Reason::Status,
-                format!(
-                    "rcode {rcode} ({}) is not in valid_rcodes [{}]",
-                    rcode.0,
-                    valid.join(", ")
-                ),
-            ));
-        }
-        if let Some(re) = &self.options.expect_answer_regex {
-            let texts: Vec<String> = response.answers.iter().map(|r| r.to_string()).collect();
-            if !texts.iter().any(|t| re.0.is_match(t)) {
-                let shown = texts.iter().take(3).cloned().collect::<Vec<_>>().join("; ");
-                return Err(Failure::new(
-                    Reason::Mismatch,
-                    format!(
-                        "no answer record matches /{}/ ({} records{}{})",
-                        re.as_str(),
-                        texts.len(),
-                        if texts.is_empty() { "" } else { ": " },
-                        shown
-                    ),
-                ));
-            }
-        }
+        judge(&self.options, &response)?;
         Ok(Success {
             latency: rtt.max(Duration::from_nanos(1)),
         })
@@ -514,9 +474,53 @@ impl Probe for DnsProbe {
     }
 }
 
+/// Judges a response that [`accept`] took as ours: the TC bit over UDP, the rcode, then
+/// `expect_answer_regex` against each answer's zone-file text. `pub(crate)` for
+/// `crate::fuzzing`.
+pub(crate) fn judge(options: &Options, response: &Message) -> Result<(), Failure> {
+    let rcode = Rcode(response.metadata.response_code.into());
+    if response.metadata.truncation && options.transport == Transport::Udp {
+        return Err(Failure::new(
+            Reason::Protocol,
+            format!(
+                "truncated answer over udp (TC bit set, rcode {rcode}, {} records): use `transport: tcp` for this query",
+                response.answers.len()
+            ),
+        ));
+    }
+    if !options.valid_rcodes.contains(&rcode) {
+        let valid: Vec<String> = options.valid_rcodes.iter().map(Rcode::to_string).collect();
+        return Err(Failure::new(
+            Reason::Status,
+            format!(
+                "rcode {rcode} ({}) is not in valid_rcodes [{}]",
+                rcode.0,
+                valid.join(", ")
+            ),
+        ));
+    }
+    if let Some(re) = &options.expect_answer_regex {
+        let texts: Vec<String> = response.answers.iter().map(|r| r.to_string()).collect();
+        if !texts.iter().any(|t| re.0.is_match(t)) {
+            let shown = texts.iter().take(3).cloned().collect::<Vec<_>>().join("; ");
+            return Err(Failure::new(
+                Reason::Mismatch,
+                format!(
+                    "no answer record matches /{}/ ({} records{}{})",
+                    re.as_str(),
+                    texts.len(),
+                    if texts.is_empty() { "" } else { ": " },
+                    shown
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Decides what a received message is: ours (`Some`), someone else's (`None`: ignored), or a
 /// protocol error.
-fn accept(
+pub(crate) fn accept(
     bytes: &[u8],
     id: u16,
     query: &Query,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -112,7 +112,12 @@ impl TcpProbe {
 }
 
 /// Reads until `re` matches, the peer closes, or `max` bytes have come without a match.
-async fn expect(stream: &mut TcpStream, re: &Regex, max: usize) -> Result<(), Failure> {
+/// Generic over the stream and `pub(crate)` so `crate::fuzzing` can feed it bytes in memory.
+pub(crate) async fn expect<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    re: &Regex,
+    max: usize,
+) -> Result<(), Failure> {
     let mut buf = Vec::with_capacity(max.min(4096));
     let mut chunk = [0u8; 1024];
     loop {

@@ -195,18 +195,25 @@ impl UdpProbe {
             }
         };
         let latency = start.elapsed().max(Duration::from_nanos(1));
-        if let Some(re) = &self.options.expect_regex {
-            let text = String::from_utf8_lossy(&buf[..n]);
-            if !re.0.is_match(&text) {
-                let shown: String = text.chars().take(128).collect();
-                return Err(Failure::new(
-                    Reason::Mismatch,
-                    format!("reply {shown:?} does not match /{}/", re.as_str()),
-                ));
-            }
-        }
+        check_reply(self.options.expect_regex.as_ref(), &buf[..n])?;
         Ok(Success { latency })
     }
+}
+
+/// Judges the reply's bytes against `expect_regex`, read as UTF-8 with invalid sequences
+/// replaced. `pub(crate)` for `crate::fuzzing`.
+pub(crate) fn check_reply(expect: Option<&Regex>, reply: &[u8]) -> Result<(), Failure> {
+    if let Some(re) = expect {
+        let text = String::from_utf8_lossy(reply);
+        if !re.0.is_match(&text) {
+            let shown: String = text.chars().take(128).collect();
+            return Err(Failure::new(
+                Reason::Mismatch,
+                format!("reply {shown:?} does not match /{}/", re.as_str()),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Probe for UdpProbe {

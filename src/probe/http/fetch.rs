@@ -197,7 +197,7 @@ pub async fn fetch(
     let tcp = connect(&addrs).await?;
     // Small writes (the request) go out at once rather than waiting on Nagle.
     let _ = tcp.set_nodelay(true);
-    let (mut sender, mut driver) = match url.scheme() {
+    match url.scheme() {
         "https" => {
             clock.enter(Phase::Tls);
             let chain = Chain::default();
@@ -214,13 +214,26 @@ pub async fn fetch(
             }
             let stream = result.map_err(|e| tls_failure(host, &e))?;
             clock.enter(Phase::Processing);
-            handshake(stream).await?
+            exchange_on(stream, req, clock).await
         }
         _ => {
             clock.enter(Phase::Processing);
-            handshake(tcp).await?
+            exchange_on(tcp, req, clock).await
         }
-    };
+    }
+}
+
+/// Sends `req` over an established stream and waits for the response head: everything after
+/// connect and TLS. `pub(crate)` so `crate::fuzzing` can answer from memory.
+pub(crate) async fn exchange_on<S>(
+    io: S,
+    req: &Request<'_>,
+    clock: &mut Clock,
+) -> Result<Exchange, Failure>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut sender, mut driver) = handshake(io).await?;
     let request = build_request(req)?;
     let head = driver
         .run(sender.send_request(request))

@@ -240,7 +240,7 @@ impl HttpProbe {
 
 /// Where a redirect leads, resolved against the current URL; a loop, too many hops or a
 /// non-HTTP target fail the probe.
-fn redirect_target(url: &Url, location: &str, visited: &[Url]) -> Result<Url, Failure> {
+pub(crate) fn redirect_target(url: &Url, location: &str, visited: &[Url]) -> Result<Url, Failure> {
     let next = url.join(location).map_err(|e| {
         Failure::new(
             Reason::Protocol,
@@ -268,11 +268,11 @@ fn redirect_target(url: &Url, location: &str, visited: &[Url]) -> Result<Url, Fa
     Ok(next)
 }
 
-fn is_redirect(status: StatusCode) -> bool {
+pub(crate) fn is_redirect(status: StatusCode) -> bool {
     matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
 }
 
-fn check_body(bytes: &[u8], options: &Options) -> Result<(), Failure> {
+pub(crate) fn check_body(bytes: &[u8], options: &Options) -> Result<(), Failure> {
     let text = String::from_utf8_lossy(bytes);
     if let Some(re) = &options.body_regex {
         if !re.0.is_match(&text) {
