@@ -16,6 +16,9 @@ secs=${1:-60}
 shift || true
 sanitizer=${FUZZ_SANITIZER:-address}
 jobs=${FUZZ_JOBS:-1}
+# With -jobs, libFuzzer writes each job's output to fuzz-N.log in the current folder instead.
+parallel=()
+[ "$jobs" -gt 1 ] && parallel=(-jobs="$jobs" -workers="$jobs")
 # cargo-fuzz passes nightly-only flags (-Zsanitizer, -Cpasses=sancov-module); the stable
 # toolchain accepts them with RUSTC_BOOTSTRAP=1.
 export RUSTC_BOOTSTRAP=1
@@ -54,8 +57,8 @@ for t in "${targets[@]}"; do
     start=$(date +%s)
     set +e
     cargo fuzz run -s "$sanitizer" "$t" "$corpus" "${seeds[@]}" -- \
-        -max_total_time="$secs" -timeout=10 -rss_limit_mb=4096 -jobs="$jobs" -workers="$jobs" \
-        -print_final_stats=1 >"$logs/$t.log" 2>&1
+        -max_total_time="$secs" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
+        "${parallel[@]}" >"$logs/$t.log" 2>&1
     rc=$?
     set -e
     took=$(($(date +%s) - start))
