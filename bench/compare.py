@@ -101,13 +101,19 @@ class Closer(socketserver.BaseRequestHandler):
 
 
 class Ok(http.server.BaseHTTPRequestHandler):
+    # Head and body in one write, so a client that closes after the response finds nothing
+    # left to send.
+    wbufsize = -1
+
     def do_GET(self):
         body = b"ok\n"
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
+        self.wfile.flush()
 
     def log_message(self, *args):
         pass
@@ -116,6 +122,9 @@ class Ok(http.server.BaseHTTPRequestHandler):
 class HttpTarget(http.server.ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024
+
+    def handle_error(self, request, client_address):
+        pass  # a client gone early is not the target's problem
 
 
 class HttpsTarget(HttpTarget):
@@ -215,7 +224,13 @@ def netmon_phase(proto, ports, ca, d):
     probes = metric_sum(last, "netmon_probes_total") - metric_sum(first, "netmon_probes_total")
     failures = (metric_sum(last, "netmon_probe_failures_total")
                 - metric_sum(first, "netmon_probe_failures_total"))
-    return dict(cpu=c1 - c0, probes=probes, failed=failures, wall=t1 - t0, rss=rss)
+    reasons = {}
+    for line in last.splitlines():
+        if line.startswith("netmon_probe_failures_total{") and 'reason="' in line:
+            r = line.split('reason="', 1)[1].split('"', 1)[0]
+            reasons[r] = reasons.get(r, 0) + float(line.rsplit(" ", 1)[1])
+    return dict(cpu=c1 - c0, probes=probes, failed=failures, wall=t1 - t0, rss=rss,
+                reasons={k: v for k, v in reasons.items() if v})
 
 
 def netmon_idle(d):
@@ -403,7 +418,7 @@ def main():
             nm[proto] = netmon_phase(proto, ports, ca, d)
             print(f"  netmon {proto:5}: {nm[proto]['probes']:.0f} probes "
                   f"({nm[proto]['failed']:.0f} failed), cpu {nm[proto]['cpu']:.2f}s, "
-                  f"rss {nm[proto]['rss']:.1f} MB; load {load()}", flush=True)
+                  f"rss {nm[proto]['rss']:.1f} MB; load {load()} {nm[proto]['reasons'] or ''}", flush=True)
         bb = blackbox_run(PROTOCOLS, ports, ca, d)
         for proto in PROTOCOLS:
             print(f"  blackbox {proto:5}: {bb[proto]['probes']} probes "
