@@ -39,7 +39,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn main() {
     println!("encode: services, series, median ms (prometheus text), median ms (openmetrics), MB");
-    for n in [1_000, 10_000, 100_000] {
+    for n in [1_000, 10_000, 20_000, 100_000] {
         let m = Metrics::new();
         let _s = services(&m, n);
         let mut text_runs = Vec::new();

@@ -93,6 +93,16 @@ fn proc_stat(pid: u32) -> (f64, f64) {
     ((ticks(11) + ticks(12)) / 100.0, rss_kb / 1024.0)
 }
 
+/// The 1, 5 and 15 minute load averages: other work on the machine skews the figures.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn main() {
     let n: usize = arg(1, 10_000);
     let interval: u64 = arg(2, 10);
@@ -108,7 +118,7 @@ fn main() {
             drop(c);
         }
     });
-    let udp = UdpSocket::bind("0.0.0.0:0").expect("bind udp");
+    let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
     let udp_port = udp.local_addr().expect("addr").port();
     std::thread::spawn(move || {
         let mut buf = [0u8; 2048];
@@ -120,6 +130,10 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("netmon-scale-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let mut cfg = format!("defaults: {{ interval: {interval}s, timeout: 2s }}\ntargets:\n");
+    // UDP services all go to 127.0.0.1 under distinct names: the responder's socket is bound
+    // to 0.0.0.0, so its replies leave from 127.0.0.1 whatever address the probe sent to, and
+    // a probe's connected socket would drop replies from any other source.
+    let mut udp_services = Vec::new();
     for i in 0..n {
         // 127.0.0.0/8 minus .0 and .255 host parts: plenty of distinct hosts.
         let host = format!(
@@ -130,10 +144,19 @@ fn main() {
         );
         let svc = match protocols[i % protocols.len()] {
             "icmp" => "ICMP".to_string(),
-            "udp" => format!("{{ type: udp, port: {udp_port}, send: ping }}"),
+            "udp" => {
+                udp_services.push(format!(
+                    "      - {{ type: udp, name: u{i}, port: {udp_port}, send: ping }}\n"
+                ));
+                continue;
+            }
             _ => format!("\"TCP:{tcp_port}\""),
         };
         cfg.push_str(&format!("  {host}: {{ services: [{svc}] }}\n"));
+    }
+    if !udp_services.is_empty() {
+        cfg.push_str("  127.0.0.1:\n    services:\n");
+        cfg.extend(udp_services);
     }
     let cfg_path = dir.join("netmon.yml");
     std::fs::write(&cfg_path, cfg).expect("write config");
@@ -155,6 +178,7 @@ fn main() {
     std::thread::sleep(Duration::from_secs(5 + interval));
     let first = http_get(&listen, "/metrics");
     let (cpu0, _) = proc_stat(pid);
+    let load0 = loadavg();
     let t0 = Instant::now();
     let mut scrape_ms = Vec::new();
     let mut rss_max: f64 = 0.0;
@@ -180,6 +204,7 @@ fn main() {
     let lb1 = buckets(&last, "netmon_scheduler_lateness_seconds");
     scrape_ms.sort_by(f64::total_cmp);
     println!("scale: {n} services ({mix}) every {interval}s, measured {wall:.0}s after warm-up");
+    println!("  load average      before {load0}, after {}", loadavg());
     println!(
         "  probes run        {probes:.0} ({:.0}/s); services up {up:.0}/{n}",
         probes / wall

@@ -6,7 +6,7 @@
 //! family lock a scrape holds while encoding; the series are removed when the service stops.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -110,6 +110,9 @@ pub struct Metrics {
     /// The hosted echo server's families, registered even without `echo_server:` so a
     /// reload can add one.
     pub echo_server: crate::echo::server::Metrics,
+    /// Size of the last encoding: the next one reserves that much up front instead of
+    /// growing (and copying) its buffer a dozen times on the way to megabytes.
+    last_size: AtomicUsize,
 }
 
 impl Metrics {
@@ -195,6 +198,7 @@ impl Metrics {
             lateness,
             in_flight,
             echo_server,
+            last_size: AtomicUsize::new(0),
         }
     }
 
@@ -222,12 +226,14 @@ impl Metrics {
 
     /// Encodes in the Prometheus text format (0.0.4) or OpenMetrics.
     pub fn encode(&self, openmetrics: bool) -> Result<String, std::fmt::Error> {
-        let mut out = String::with_capacity(64 * 1024);
+        let hint = self.last_size.load(Ordering::Relaxed);
+        let mut out = String::with_capacity((hint + hint / 8).max(64 * 1024));
         if openmetrics {
             prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         } else {
             prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
         }
+        self.last_size.store(out.len(), Ordering::Relaxed);
         Ok(out)
     }
 }
