@@ -251,13 +251,22 @@ impl Monitor {
             .filter(|(k, r)| wanted.get(*k).is_none_or(|s| **s != r.service))
             .map(|(k, _)| k.clone())
             .collect();
+        // Cancel every stale task first and only then wait for them: waiting one by one made
+        // a reload of hundreds of services take seconds.
+        let mut stopping = Vec::with_capacity(stale.len());
         for key in stale {
             if wanted.contains_key(&key) {
                 changes.changed += 1;
             } else {
                 changes.removed += 1;
             }
-            self.stop(&key).await;
+            if let Some(r) = self.services.remove(&key) {
+                r.cancel.cancel();
+                stopping.push(r);
+            }
+        }
+        for r in stopping {
+            finish(r).await;
         }
         let starting = wanted
             .keys()
@@ -343,9 +352,7 @@ impl Monitor {
             return false;
         };
         r.cancel.cancel();
-        let _ = r.handle.await;
-        r.metrics.remove();
-        r.probe.forget();
+        finish(r).await;
         true
     }
 
@@ -395,6 +402,14 @@ impl Monitor {
         };
         Some(execute(&*r.probe, &target, r.service.timeout, &r.metrics, &r.status).await)
     }
+}
+
+/// Waits for a cancelled service's task, then removes its series (after, so the task cannot
+/// recreate one).
+async fn finish(r: Running) {
+    let _ = r.handle.await;
+    r.metrics.remove();
+    r.probe.forget();
 }
 
 struct Task {
