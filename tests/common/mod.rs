@@ -23,46 +23,9 @@ pub struct Netmon {
 impl Netmon {
     /// Starts netmon with `config` (YAML text) and extra arguments; waits until it serves.
     pub fn start(config: &str, extra: &[&str]) -> Netmon {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("netmon.yml");
-        std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_netmon"))
-            .arg("--config.file")
-            .arg(&path)
-            .args(["--web.listen-address", "127.0.0.1:0"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("netmon binary runs");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    log.lock().unwrap().push(line);
-                }
-            });
-        }
-        let mut n = Netmon {
-            child,
-            addr: String::new(),
-            config: path,
-            _dir: dir,
-            log,
-        };
-        let line = n.wait_log("serving metrics at", Duration::from_secs(20));
-        let addr = line
-            .split("address=")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .expect("listen address in log")
-            .to_string();
-        n.addr = addr;
-        n
+        let mut command = Command::new(env!("CARGO_BIN_EXE_netmon"));
+        command.args(extra);
+        Netmon::start_command(command, tempfile::tempdir().unwrap(), config)
     }
 
     /// Every log line so far.
