@@ -490,6 +490,9 @@ impl EchoServer {
             .name("echo-udp".into())
             .spawn(move || {
                 udp_loop(&udp, policy, &counters, max_size, &thread_token);
+                // Close the socket before saying we are done: a restart with new settings binds
+                // the same port right after `stop` returns.
+                drop(udp);
                 let _ = done_tx.send(());
             })
             .map_err(ServerError::Thread)?;
