@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -23,22 +23,6 @@ struct EchoServerProc {
     metrics: Option<String>,
 }
 
-fn capture(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    for stream in [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ] {
-        let log = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                log.lock().unwrap().push(line);
-            }
-        });
-    }
-    log
-}
-
 fn field(line: &str, name: &str) -> Option<String> {
     line.split(&format!("{name}="))
         .nth(1)
@@ -55,7 +39,7 @@ impl EchoServerProc {
             .stderr(Stdio::piped())
             .spawn()
             .expect("netmon binary runs");
-        let log = capture(&mut child);
+        let log = common::capture(&mut child);
         let mut p = EchoServerProc {
             child,
             log,

@@ -29,6 +29,16 @@ use serde::Serialize;
 
 use crate::metrics::Labels;
 
+/// Default `max_read` of the stream and datagram probes (tcp, udp): bytes read at most.
+pub(crate) fn default_max_read() -> usize {
+    4096
+}
+
+/// Whether `n` is [`default_max_read`], so `save` can leave it out.
+pub(crate) fn is_default_max_read(n: &usize) -> bool {
+    *n == default_max_read()
+}
+
 /// The protocols netmon knows by name. Names are case-insensitive in the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {

@@ -16,14 +16,6 @@ use tokio::time::Instant;
 use crate::config::{IpPreference, Regex};
 use crate::probe::{Context, Failure, Outcome, Probe, Reason, Success, Target, resolve};
 
-fn default_max_read() -> usize {
-    4096
-}
-
-fn is_default_max_read(n: &usize) -> bool {
-    *n == default_max_read()
-}
-
 /// Options of a `tcp` service.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -42,8 +34,8 @@ pub struct Options {
     pub ip: IpPreference,
     /// How many bytes of banner to read at most while looking for `expect_regex`.
     #[serde(
-        default = "default_max_read",
-        skip_serializing_if = "is_default_max_read"
+        default = "super::default_max_read",
+        skip_serializing_if = "super::is_default_max_read"
     )]
     pub max_read: usize,
 }
@@ -175,7 +167,7 @@ mod tests {
             send: None,
             expect_regex: None,
             ip: IpPreference::Auto,
-            max_read: default_max_read(),
+            max_read: crate::probe::default_max_read(),
         }
     }
 

@@ -21,14 +21,6 @@ use crate::probe::{
     BuildError, Context, Failure, Outcome, Probe, Reason, Success, Target, resolve,
 };
 
-fn default_max_read() -> usize {
-    4096
-}
-
-fn is_default_max_read(n: &usize) -> bool {
-    *n == default_max_read()
-}
-
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -57,8 +49,8 @@ pub struct Options {
     pub ip: IpPreference,
     /// How many bytes of the reply are read at most (the rest of the datagram is dropped).
     #[serde(
-        default = "default_max_read",
-        skip_serializing_if = "is_default_max_read"
+        default = "super::default_max_read",
+        skip_serializing_if = "super::is_default_max_read"
     )]
     pub max_read: usize,
 }
@@ -251,7 +243,7 @@ mod tests {
             expect_regex: None,
             silence_is_up: false,
             ip: IpPreference::Auto,
-            max_read: default_max_read(),
+            max_read: crate::probe::default_max_read(),
         }
     }
 
