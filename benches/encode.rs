@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use netmon::metrics::{Labels, Metrics, ServiceMetrics};
+use netmon::base::labels::Labels;
+use netmon::metrics::{Metrics, ServiceMetrics};
 
 fn services(m: &Metrics, n: usize) -> Vec<ServiceMetrics> {
     (0..n)

@@ -15,10 +15,11 @@ use std::fmt;
 use std::process::ExitCode;
 use std::time::Duration as StdDuration;
 
+use crate::base::outcome::{Outcome, Target};
 use crate::cli::CheckArgs;
 use crate::config::{self, Config, Service};
 use crate::metrics::Metrics;
-use crate::probe::{self, Outcome, Target};
+use crate::probe;
 use crate::runner::labels_of;
 
 /// A Nagios plugin state; the discriminant is the exit code.
@@ -182,7 +183,7 @@ pub fn plan(args: &CheckArgs) -> Result<Plan, CheckError> {
     let critical = parse_threshold(&args.critical)?;
     let timeout = match &args.timeout {
         None => None,
-        Some(t) => match config::Duration::parse(t) {
+        Some(t) => match crate::base::values::Duration::parse(t) {
             Ok(d) if !d.0.is_zero() => Some(d.0),
             Ok(_) => return Err(CheckError("--timeout must be greater than zero".into())),
             Err(e) => return Err(CheckError(format!("--timeout: {e}"))),

@@ -200,7 +200,7 @@ impl EchoServerArgs {
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    crate::config::Duration::parse(s).map(|d| d.0)
+    crate::base::values::Duration::parse(s).map(|d| d.0)
 }
 
 /// Options of `echo`.

@@ -17,8 +17,9 @@ use std::time::Duration;
 use hickory_proto::op::Query;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
+use crate::base::values::Regex;
 use crate::check::{Range, Threshold};
-use crate::config::{self, Regex};
+use crate::config;
 use crate::echo::wire;
 use crate::probe::{dns, http, icmp, tcp, udp};
 
@@ -271,7 +272,7 @@ pub fn http_response(data: &[u8]) {
             headers: &headers,
             body: bytes::Bytes::new(),
             server_name: None,
-            ip: config::IpPreference::Auto,
+            ip: crate::base::values::IpPreference::Auto,
         };
         let mut clock = http::fetch::Clock::start();
         let run = async {

@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
+pub mod base;
 pub mod check;
 pub mod cli;
 pub mod config;

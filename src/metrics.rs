@@ -6,7 +6,9 @@
 //! family lock a scrape holds while encoding; the series are removed when the service stops.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::base::labels::{FGauge, Labels, with_label};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -18,21 +20,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::probe::{ProbeMetrics, Reason};
-
-/// A series' labels: `host`, `protocol`, `service`, then the configured labels in name order.
-pub type Labels = Vec<(String, String)>;
-
-/// A float gauge.
-pub type FGauge = Gauge<f64, AtomicU64>;
-
-/// `labels` plus one more pair, for families such as `{reason}` or `{phase}`.
-pub fn with_label(labels: &Labels, name: &str, value: &str) -> Labels {
-    let mut l = Vec::with_capacity(labels.len() + 1);
-    l.extend(labels.iter().cloned());
-    l.push((name.to_string(), value.to_string()));
-    l
-}
+use crate::base::outcome::Reason;
+use crate::probe::ProbeMetrics;
 
 /// The common families every probe writes through the runner.
 #[derive(Debug, Clone, Default)]

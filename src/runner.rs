@@ -23,9 +23,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span};
 
+use crate::base::labels::Labels;
+use crate::base::outcome::{Failure, Outcome, Reason, Target};
 use crate::config::{Config, Service};
-use crate::metrics::{Labels, Metrics, ServiceMetrics, unix_now};
-use crate::probe::{self, Failure, Outcome, Probe, Reason, Target};
+use crate::metrics::{Metrics, ServiceMetrics, unix_now};
+use crate::probe::{self, Probe};
 
 /// How long the first round of probes is spread over at start-up.
 pub const FIRST_ROUND_SPREAD: Duration = Duration::from_secs(5);

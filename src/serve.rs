@@ -185,7 +185,7 @@ pub async fn start(
     let metrics = Arc::new(Metrics::new());
     let echo_metrics = metrics.echo_server.clone();
     let mut monitor = Monitor::new(metrics.clone(), args.max_in_flight);
-    let listener = web::bind(&args.listen_address).await?;
+    let listener = crate::base::listen::bind(&args.listen_address).await?;
     let local = listener
         .local_addr()
         .context("reading the listen address")?;
@@ -261,7 +261,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     token.cancel();
     reloader.monitor().lock().await.stop_all().await;
     reloader.stop_echo_server().await;
-    if tokio::time::timeout(web::GRACE * 2, web).await.is_err() {
+    if tokio::time::timeout(crate::base::listen::GRACE * 2, web)
+        .await
+        .is_err()
+    {
         warn!("web server did not stop in time");
     }
     info!("stopped");

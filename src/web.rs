@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::hash::{BuildHasher, RandomState};
-use std::net::SocketAddr;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,68 +27,19 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::base::listen::{GRACE, ListenError};
 use crate::config::{ClientAuth, TlsServerConfig};
 use crate::serve::Reloader;
-
-/// How long open connections get to finish when netmon stops.
-pub const GRACE: Duration = Duration::from_secs(5);
 
 /// Errors starting the web server.
 #[derive(Debug, thiserror::Error)]
 pub enum WebError {
-    /// The listen address is not `HOST:PORT` or `:PORT`.
-    #[error("invalid --web.listen-address `{0}`: write `:9855`, `127.0.0.1:9855` or `[::1]:9855`")]
-    Address(String),
+    /// The listen address cannot be used.
+    #[error(transparent)]
+    Listen(#[from] ListenError),
     /// The TLS settings of `--web.config.file` cannot be used.
     #[error("web TLS: {0}")]
     Tls(String),
-    /// Binding failed.
-    #[error(
-        "cannot listen on {addr}: {source} (is another netmon or exporter using this port? choose another with --web.listen-address)"
-    )]
-    Bind {
-        /// The address tried.
-        addr: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// Binds `address` (`:PORT` means every interface, IPv6 and IPv4 where possible).
-pub async fn bind(address: &str) -> Result<TcpListener, WebError> {
-    let bind_err = |source| WebError::Bind {
-        addr: address.to_string(),
-        source,
-    };
-    if let Some(port) = address.strip_prefix(':') {
-        let port: u16 = port
-            .parse()
-            .map_err(|_| WebError::Address(address.to_string()))?;
-        return match dual_stack(port) {
-            Ok(l) => Ok(l),
-            Err(_) => TcpListener::bind(("0.0.0.0", port)).await.map_err(bind_err),
-        };
-    }
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(address)
-        .await
-        .map_err(|_| WebError::Address(address.to_string()))?
-        .collect();
-    let first = addrs
-        .first()
-        .ok_or_else(|| WebError::Address(address.to_string()))?;
-    TcpListener::bind(first).await.map_err(bind_err)
-}
-
-fn dual_stack(port: u16) -> std::io::Result<TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let s = Socket::new(Domain::IPV6, Type::STREAM, None)?;
-    s.set_only_v6(false)?;
-    s.set_reuse_address(true)?;
-    s.set_nonblocking(true)?;
-    s.bind(&SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)).into())?;
-    s.listen(1024)?;
-    TcpListener::from_std(s.into())
 }
 
 /// What the handlers need.

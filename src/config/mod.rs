@@ -12,7 +12,6 @@
 
 mod error;
 mod save;
-mod types;
 mod web_config;
 
 use std::collections::{BTreeMap, HashSet};
@@ -22,11 +21,12 @@ use std::time::Duration as StdDuration;
 use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::{LoaderOptions, Node, Span};
 
-pub use error::{ConfigError, ConfigErrors, LoadError, did_you_mean, nearest};
+pub use error::{ConfigError, ConfigErrors, LoadError};
 pub use save::{SaveError, to_yaml};
-pub use types::{Duration, IpPreference, Regex};
 pub use web_config::{ClientAuth, TlsServerConfig, WebConfig, load_web_config, parse_web_config};
 
+use crate::base::hint::did_you_mean;
+use crate::base::values::Duration;
 use crate::probe::{self, Protocol};
 
 /// The configuration compiled into the binary: `examples/netmon.yml`.

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use crate::config::Duration;
+use crate::base::values::Duration;
 
 /// One command of the console: its name, its usage line and what it does.
 #[derive(Debug, Clone, Copy)]
@@ -214,7 +214,7 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
         n => n,
     };
     let Some(spec) = spec(name) else {
-        let hint = crate::config::did_you_mean(first, COMMANDS.iter().map(|c| c.name));
+        let hint = crate::base::hint::did_you_mean(first, COMMANDS.iter().map(|c| c.name));
         return Err(ParseError {
             message: format!("unknown command `{first}`{hint}; type `help` for the list"),
             usage: None,
@@ -331,7 +331,7 @@ pub fn help(topic: Option<&str>) -> Result<String, ParseError> {
         Some(t) => {
             let name = if t == "exit" { "quit" } else { t };
             let Some(c) = spec(&name.to_ascii_lowercase()) else {
-                let hint = crate::config::did_you_mean(t, COMMANDS.iter().map(|c| c.name));
+                let hint = crate::base::hint::did_you_mean(t, COMMANDS.iter().map(|c| c.name));
                 return Err(ParseError {
                     message: format!("no command `{t}`{hint}"),
                     usage: Some("help [COMMAND]".into()),

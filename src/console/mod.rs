@@ -34,7 +34,7 @@ use tracing::{info, warn};
 
 use crate::cli::{LogArgs, ServeArgs};
 use crate::logging;
-use crate::{serve, shutdown, web};
+use crate::{serve, shutdown};
 use helper::ConsoleHelper;
 
 /// The prompt.
@@ -209,7 +209,7 @@ pub fn run(log: LogArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
     rt.block_on(async {
         token.cancel();
         reloader.monitor().lock().await.stop_all().await;
-        if tokio::time::timeout(web::GRACE * 2, web_task)
+        if tokio::time::timeout(crate::base::listen::GRACE * 2, web_task)
             .await
             .is_err()
         {

@@ -13,8 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, SystemTime};
 
 use super::command::{self, Command, LogSetting};
+use crate::base::values::Duration;
 use crate::check::{endpoint, loss_in, yaml_quote};
-use crate::config::{self, Config, Duration, Service, Source, Target};
+use crate::config::{self, Config, Service, Source, Target};
 use crate::logging::LogControl;
 use crate::probe::Protocol;
 use crate::runner::{ServiceKey, ServiceStatus};
@@ -138,7 +139,7 @@ impl Session {
                 .iter()
                 .map(|t| t.host.as_str())
                 .collect();
-            let hint = config::did_you_mean(host, hosts.iter().copied());
+            let hint = crate::base::hint::did_you_mean(host, hosts.iter().copied());
             return Err(if hosts.is_empty() {
                 format!("no host `{host}`: nothing is monitored (add one with `add HOST PROTOCOL`)")
             } else {
@@ -148,7 +149,7 @@ impl Session {
         if let Some(s) = service {
             if !t.services.iter().any(|x| x.name == s) {
                 let names: Vec<&str> = t.services.iter().map(|x| x.name.as_str()).collect();
-                let hint = config::did_you_mean(s, names.iter().copied());
+                let hint = crate::base::hint::did_you_mean(s, names.iter().copied());
                 return Err(format!(
                     "`{host}` has no service `{s}`{hint}; its services: {}",
                     names.join(", ")

@@ -778,7 +778,7 @@ pub async fn run(settings: Settings, metrics_address: Option<&str>) -> anyhow::R
     let metrics = Metrics::register(registry.sub_registry_with_prefix("netmon"));
     let web = match metrics_address {
         Some(addr) => {
-            let listener = crate::web::bind(addr).await?;
+            let listener = crate::base::listen::bind(addr).await?;
             let local = listener
                 .local_addr()
                 .context("reading the listen address")?;
@@ -805,7 +805,7 @@ pub async fn run(settings: Settings, metrics_address: Option<&str>) -> anyhow::R
     server.stop().await;
     token.cancel();
     if let Some(w) = web {
-        let _ = tokio::time::timeout(crate::web::GRACE, w).await;
+        let _ = tokio::time::timeout(crate::base::listen::GRACE, w).await;
     }
     Ok(())
 }

@@ -31,11 +31,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::Instant;
 
-use crate::config::{IpPreference, Regex};
-use crate::metrics::{FGauge, Labels};
-use crate::probe::{
-    BuildError, Context, Failure, Outcome, Probe, Reason, Success, Target, resolve,
-};
+use crate::base::labels::{FGauge, Labels};
+use crate::base::outcome::{Failure, Outcome, Reason, Success, Target};
+use crate::base::resolve;
+use crate::base::values::{IpPreference, Regex};
+use crate::probe::{BuildError, Context, Probe};
 
 /// The DNS port.
 pub const DEFAULT_PORT: u16 = 53;
@@ -91,7 +91,7 @@ impl Rcode {
             Ok(n) if n <= 4095 => Ok(Rcode(n)),
             _ => Err(format!(
                 "unknown rcode `{t}`{}; write a name ({}) or a number from 0 to 4095",
-                crate::config::did_you_mean(&t.to_ascii_uppercase(), RCODE_NAMES.map(|r| r.0)),
+                crate::base::hint::did_you_mean(&t.to_ascii_uppercase(), RCODE_NAMES.map(|r| r.0)),
                 RCODE_NAMES.map(|r| r.0).join(", ")
             )),
         }
@@ -202,7 +202,7 @@ impl<'de> Deserialize<'de> for QueryType {
             .ok_or_else(|| {
                 de::Error::custom(format!(
                     "unknown query_type `{t}`{}; valid types: {}",
-                    crate::config::did_you_mean(
+                    crate::base::hint::did_you_mean(
                         &t.to_ascii_uppercase(),
                         QueryType::ALL.map(QueryType::as_str)
                     ),

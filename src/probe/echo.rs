@@ -13,11 +13,13 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Duration as ConfigDuration, IpPreference};
+use crate::base::outcome::{Failure, Outcome, Reason, Success, Target};
+use crate::base::resolve;
+use crate::base::values::{Duration as ConfigDuration, IpPreference};
 use crate::echo::client::{self, Event, Report, Session, SessionError, SessionOptions};
 use crate::echo::wire;
 use crate::probe::packets::Handles;
-use crate::probe::{Context, Failure, Outcome, Probe, Reason, Success, Target, resolve};
+use crate::probe::{Context, Probe};
 
 fn default_count() -> u64 {
     3
@@ -257,8 +259,8 @@ impl Probe for EchoProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::base::labels::Labels;
     use crate::echo::server::{EchoServer, Metrics as ServerMetrics, Settings};
-    use crate::metrics::Labels;
     use crate::probe::ProbeMetrics;
     use prometheus_client::registry::Registry;
     use tokio::net::UdpSocket;

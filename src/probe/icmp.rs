@@ -50,11 +50,11 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::config::{Duration, IpPreference};
+use crate::base::outcome::{Failure, Outcome, Reason, Success, Target};
+use crate::base::resolve;
+use crate::base::values::{Duration, IpPreference};
 use crate::probe::packets::{Handles, Round};
-use crate::probe::{
-    BuildError, Context, Failure, Outcome, Probe, Reason, Success, Target, resolve,
-};
+use crate::probe::{BuildError, Context, Probe};
 
 /// The largest ICMP echo payload that fits in one IPv4 datagram (65535 - 20 - 8).
 pub const MAX_PAYLOAD: usize = 65_507;
@@ -883,7 +883,7 @@ pub fn fuzz_reply(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Labels;
+    use crate::base::labels::Labels;
     use crate::probe::ProbeMetrics;
 
     /// Opens a socket of `family` (type `hint` first) or says why the test is skipped; with

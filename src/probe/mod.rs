@@ -15,7 +15,6 @@ pub mod http;
 pub mod icmp;
 pub mod ntp;
 pub mod packets;
-pub mod resolve;
 pub mod tcp;
 pub mod udp;
 
@@ -27,7 +26,8 @@ use futures_util::future::BoxFuture;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
-use crate::metrics::Labels;
+use crate::base::labels::Labels;
+use crate::base::outcome::{Outcome, Target};
 
 /// Default `max_read` of the stream and datagram probes (tcp, udp): bytes read at most.
 pub(crate) fn default_max_read() -> usize {
@@ -106,136 +106,6 @@ impl fmt::Display for Protocol {
     }
 }
 
-/// Why a probe failed: the `reason` label of `netmon_probe_failures_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
-    /// No answer within the timeout.
-    Timeout,
-    /// The peer refused: TCP RST or ICMP port unreachable.
-    Refused,
-    /// No route to the host or network.
-    Unreachable,
-    /// The host name could not be resolved.
-    Dns,
-    /// The TLS handshake or certificate verification failed.
-    Tls,
-    /// An HTTP status, DNS rcode or NTP state outside what is expected.
-    Status,
-    /// An answer arrived but did not match what was expected (regex, echo bytes).
-    Mismatch,
-    /// The HTTP body failed its checks or could not be read.
-    Body,
-    /// Too many packets were lost.
-    Loss,
-    /// The peer spoke the protocol wrongly (malformed reply).
-    Protocol,
-    /// Any other socket error.
-    Io,
-}
-
-impl Reason {
-    /// Every reason, so a service's series can all be removed when it goes.
-    pub const ALL: [Reason; 11] = [
-        Reason::Timeout,
-        Reason::Refused,
-        Reason::Unreachable,
-        Reason::Dns,
-        Reason::Tls,
-        Reason::Status,
-        Reason::Mismatch,
-        Reason::Body,
-        Reason::Loss,
-        Reason::Protocol,
-        Reason::Io,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Timeout => "timeout",
-            Reason::Refused => "refused",
-            Reason::Unreachable => "unreachable",
-            Reason::Dns => "dns",
-            Reason::Tls => "tls",
-            Reason::Status => "status",
-            Reason::Mismatch => "mismatch",
-            Reason::Body => "body",
-            Reason::Loss => "loss",
-            Reason::Protocol => "protocol",
-            Reason::Io => "io",
-        }
-    }
-
-    /// Maps a socket error to a reason.
-    pub fn from_io(e: &std::io::Error) -> Reason {
-        use std::io::ErrorKind as K;
-        match e.kind() {
-            K::ConnectionRefused | K::ConnectionReset => Reason::Refused,
-            K::TimedOut => Reason::Timeout,
-            K::HostUnreachable | K::NetworkUnreachable | K::AddrNotAvailable => Reason::Unreachable,
-            _ => match e.raw_os_error() {
-                Some(libc::EHOSTUNREACH) | Some(libc::ENETUNREACH) | Some(libc::EHOSTDOWN) => {
-                    Reason::Unreachable
-                }
-                _ => Reason::Io,
-            },
-        }
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What a successful probe measured.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Success {
-    /// The protocol's latency (see the table in the README).
-    pub latency: Duration,
-}
-
-/// Why a probe failed, with the detail for the log and the landing page.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Failure {
-    /// The failure class.
-    pub reason: Reason,
-    /// A lowercase, human sentence: what happened.
-    pub message: String,
-}
-
-impl Failure {
-    /// A failure of `reason` with `message`.
-    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
-        Failure {
-            reason,
-            message: message.into(),
-        }
-    }
-
-    /// A failure from a socket error, classified by [`Reason::from_io`].
-    pub fn io(context: &str, e: &std::io::Error) -> Self {
-        Failure::new(Reason::from_io(e), format!("{context}: {e}"))
-    }
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.reason, self.message)
-    }
-}
-
-/// The result of one probe.
-pub type Outcome = Result<Success, Failure>;
-
-/// What a probe is pointed at.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    /// The host as configured: a name or an IP literal.
-    pub host: String,
-}
-
 /// A configured probe, ready to run.
 pub trait Probe: fmt::Debug + Send + Sync + 'static {
     /// Probes `target` once. The runner applies the timeout by dropping this future, so it must
@@ -294,7 +164,7 @@ fn from_node<T: serde::de::DeserializeOwned>(node: &marked_yaml::Node) -> Result
         let message = match &*e {
             marked_yaml::Error::UnknownFieldError(field, expected, _) => format!(
                 "unknown option `{field}`{}; valid options here: {}",
-                crate::config::did_you_mean(field, expected.iter().copied()),
+                crate::base::hint::did_you_mean(field, expected.iter().copied()),
                 expected.join(", ")
             ),
             other => match e.path() {

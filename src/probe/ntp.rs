@@ -23,9 +23,11 @@ use prometheus_client::registry::{Registry, Unit};
 use rsntp::{AsyncSntpClient, KissCode, ProtocolError, SynchronizationError};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{self, IpPreference};
-use crate::metrics::{FGauge, Labels};
-use crate::probe::{Context, Failure, Outcome, Probe, Reason, Success, Target, resolve};
+use crate::base::labels::{FGauge, Labels};
+use crate::base::outcome::{Failure, Outcome, Reason, Success, Target};
+use crate::base::resolve;
+use crate::base::values::IpPreference;
+use crate::probe::{Context, Probe};
 
 /// The NTP port.
 pub const DEFAULT_PORT: u16 = 123;
@@ -43,7 +45,7 @@ pub struct Options {
     pub port: Option<u16>,
     /// The largest clock offset, either way, that still counts as up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_offset: Option<config::Duration>,
+    pub max_offset: Option<crate::base::values::Duration>,
     /// Address family of the server when its name resolves to both.
     #[serde(default, skip_serializing_if = "IpPreference::is_auto")]
     pub ip: IpPreference,
@@ -427,7 +429,7 @@ mod tests {
         for offset in [0.5, -0.5] {
             let port = fixed(Behaviour::Answer { offset, stratum: 2 }).await;
             let mut o = options(port);
-            o.max_offset = Some(config::Duration::parse("100ms").unwrap());
+            o.max_offset = Some(crate::base::values::Duration::parse("100ms").unwrap());
             let p = probe(o.clone());
             let e = run(&p).await.unwrap_err();
             assert_eq!(e.reason, Reason::Mismatch, "{e}");
@@ -439,7 +441,7 @@ mod tests {
             // The reading is kept: the server answered, its clock is just off.
             assert!((p.handles.offset.get() - offset).abs() < 0.1);
             assert_eq!(p.handles.stratum.get(), 2.0);
-            o.max_offset = Some(config::Duration::parse("1s").unwrap());
+            o.max_offset = Some(crate::base::values::Duration::parse("1s").unwrap());
             run(&probe(o)).await.unwrap();
         }
     }

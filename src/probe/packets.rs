@@ -12,7 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::metrics::{FGauge, Labels};
+use crate::base::labels::{FGauge, Labels};
 
 fn rtt_histogram() -> Histogram {
     // 0.1 ms doubling to 6.5 s: loopback and LAN in the first buckets, bad WAN in the last.

@@ -13,8 +13,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::config::{IpPreference, Regex};
-use crate::probe::{Context, Failure, Outcome, Probe, Reason, Success, Target, resolve};
+use crate::base::outcome::{Failure, Outcome, Reason, Success, Target};
+use crate::base::resolve;
+use crate::base::values::{IpPreference, Regex};
+use crate::probe::{Context, Probe};
 
 /// Options of a `tcp` service.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -144,7 +146,7 @@ impl Probe for TcpProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Labels;
+    use crate::base::labels::Labels;
     use crate::probe::ProbeMetrics;
     use tokio::net::TcpListener;
 

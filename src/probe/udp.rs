@@ -16,10 +16,10 @@ use serde::{Deserialize, Serialize};
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
-use crate::config::{IpPreference, Regex};
-use crate::probe::{
-    BuildError, Context, Failure, Outcome, Probe, Reason, Success, Target, resolve,
-};
+use crate::base::outcome::{Failure, Outcome, Reason, Success, Target};
+use crate::base::resolve;
+use crate::base::values::{IpPreference, Regex};
+use crate::probe::{BuildError, Context, Probe};
 
 fn is_false(b: &bool) -> bool {
     !*b
@@ -217,7 +217,7 @@ impl Probe for UdpProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Labels;
+    use crate::base::labels::Labels;
     use crate::probe::ProbeMetrics;
 
     fn probe(options: Options, timeout: Duration) -> UdpProbe {

@@ -26,8 +26,9 @@ use tokio::time::Instant;
 use url::{Host, Position, Url};
 
 use super::tls::{Chain, Tls, earliest_not_after};
-use crate::config::IpPreference;
-use crate::probe::{Failure, Reason, resolve};
+use crate::base::outcome::{Failure, Reason};
+use crate::base::resolve;
+use crate::base::values::IpPreference;
 
 /// The phases of `netmon_http_phase_seconds`, in the order a request goes through them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

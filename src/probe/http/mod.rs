@@ -30,10 +30,9 @@ use url::Url;
 pub use options::Options;
 
 use self::fetch::{Clock, Phase};
-use crate::metrics::{FGauge, Labels, with_label};
-use crate::probe::{
-    BuildError, Context, Failure, Outcome, Probe, Protocol, Reason, Success, Target,
-};
+use crate::base::labels::{FGauge, Labels, with_label};
+use crate::base::outcome::{Failure, Outcome, Reason, Success, Target};
+use crate::probe::{BuildError, Context, Probe, Protocol};
 
 /// The most redirects followed before the probe fails with reason `status`.
 pub const MAX_REDIRECTS: usize = 10;

@@ -17,7 +17,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::config::{IpPreference, Regex};
+use crate::base::values::{IpPreference, Regex};
 use crate::probe::Protocol;
 
 /// The body cap when `max_body` is not given: 1 MiB.

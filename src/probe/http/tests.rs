@@ -18,7 +18,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 
 use super::*;
-use crate::metrics::Labels;
+use crate::base::labels::Labels;
 use crate::probe::ProbeMetrics;
 
 type Body = BoxBody<Bytes, Infallible>;

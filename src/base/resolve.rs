@@ -4,8 +4,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::config::IpPreference;
-use crate::probe::{Failure, Reason};
+use crate::base::outcome::{Failure, Reason};
+use crate::base::values::IpPreference;
 
 /// Resolves `host` to socket addresses with `port`, ordered by preference, never empty.
 pub async fn resolve(
