@@ -347,12 +347,11 @@ pub async fn execute(plan: &Plan) -> Vec<Verdict> {
 async fn probe_once(service: &Service, plan: &Plan, metrics: &Metrics) -> Verdict {
     let labels = labels_of(service);
     let timeout = plan.timeout.unwrap_or(service.timeout);
-    let ctx = probe::Context {
+    let ctx = probe::shape::Context {
         labels: &labels,
-        metrics: &metrics.probe,
         timeout,
     };
-    let outcome = match probe::build(&service.options, &ctx) {
+    let outcome = match probe::build(&service.options, &ctx, &metrics.probe) {
         Err(e) => Err(e.to_string()),
         Ok(p) => {
             let target = Target {

@@ -3,7 +3,7 @@
 //! # Layout
 //! - [`cli`]: the command line (clap).
 //! - [`config`]: what the user wrote, validated into typed values with located errors.
-//! - [`probe`]: one file per protocol behind the [`probe::Probe`] trait.
+//! - [`probe`]: one file per protocol behind the [`probe::shape::Probe`] trait.
 //! - [`echo`]: the UDP echo server, its client and their wire format.
 //! - [`runner`]: one task per service on absolute deadlines; reconciles on reload.
 //! - [`metrics`]: the registry, common families and `process_*` metrics.

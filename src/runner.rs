@@ -27,7 +27,8 @@ use crate::base::labels::Labels;
 use crate::base::outcome::{Failure, Outcome, Reason, Target};
 use crate::config::{Config, Service};
 use crate::metrics::{Metrics, ServiceMetrics, unix_now};
-use crate::probe::{self, Probe};
+use crate::probe;
+use crate::probe::shape::Probe;
 
 /// How long the first round of probes is spread over at start-up.
 pub const FIRST_ROUND_SPREAD: Duration = Duration::from_secs(5);
@@ -291,16 +292,15 @@ impl Monitor {
     }
 
     /// Starts one service's task.
-    pub fn start(&mut self, service: Service) -> Result<(), probe::BuildError> {
+    pub fn start(&mut self, service: Service) -> Result<(), probe::shape::BuildError> {
         let key = key_of(&service);
         let labels = labels_of(&service);
         let metrics = self.metrics.service(labels.clone());
-        let ctx = probe::Context {
+        let ctx = probe::shape::Context {
             labels: &labels,
-            metrics: &self.metrics.probe,
             timeout: service.timeout,
         };
-        let probe = match probe::build(&service.options, &ctx) {
+        let probe = match probe::build(&service.options, &ctx, &self.metrics.probe) {
             Ok(p) => p,
             Err(e) => {
                 metrics.remove();

@@ -519,14 +519,20 @@ impl Loader<'_> {
                 let Some(ty) = map.get_node("type") else {
                     self.err(
                         &span,
-                        format!("a service mapping needs `type:`, one of {}", names()),
+                        format!(
+                            "a service mapping needs `type:`, one of {}",
+                            Protocol::names()
+                        ),
                     );
                     return None;
                 };
                 let Some(ty) = ty.as_scalar() else {
                     self.err(
                         ty.span(),
-                        format!("`type` must be a protocol name, one of {}", names()),
+                        format!(
+                            "`type` must be a protocol name, one of {}",
+                            Protocol::names()
+                        ),
                     );
                     return None;
                 };
@@ -635,7 +641,7 @@ impl Loader<'_> {
             None => DEFAULT_TIMEOUT.min(interval.mul_f64(0.9)),
         };
         let default_name = match options.port() {
-            Some(p) if port.is_some() || Some(p) != protocol_default_port(protocol) => {
+            Some(p) if port.is_some() || Some(p) != protocol.default_port() => {
                 format!("{protocol}:{p}")
             }
             _ => protocol.as_str().to_string(),
@@ -680,7 +686,7 @@ impl Loader<'_> {
                     span,
                     format!(
                         "unknown protocol `{name}`{hint}; valid protocols: {}",
-                        names()
+                        Protocol::names()
                     ),
                 );
                 None
@@ -689,22 +695,6 @@ impl Loader<'_> {
     }
 }
 
-fn names() -> String {
-    Protocol::ALL.map(|p| p.as_str()).join(", ")
-}
-
 fn empty_mapping(span: &Span) -> Node {
     Node::Mapping(MarkedMappingNode::new_empty(*span))
-}
-
-/// The port a protocol uses when none is given.
-pub fn protocol_default_port(protocol: Protocol) -> Option<u16> {
-    match protocol {
-        Protocol::Http => Some(80),
-        Protocol::Https => Some(443),
-        Protocol::Dns => Some(53),
-        Protocol::Ntp => Some(123),
-        Protocol::Echo => Some(7007),
-        Protocol::Icmp | Protocol::Tcp | Protocol::Udp => None,
-    }
 }

@@ -479,7 +479,7 @@ impl Session {
 
     /// The protocols `add` accepts, for completion.
     pub fn protocols() -> Vec<&'static str> {
-        Protocol::ALL.into_iter().map(Protocol::as_str).collect()
+        Protocol::ALL.iter().map(|p| p.as_str()).collect()
     }
 }
 

@@ -15,6 +15,7 @@
 //! the query round trip: from sending the query to receiving the whole response (for TCP, the
 //! connect is not included).
 
+use std::sync::Arc;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -35,7 +36,7 @@ use crate::base::labels::{FGauge, Labels};
 use crate::base::outcome::{Failure, Outcome, Reason, Success, Target};
 use crate::base::resolve;
 use crate::base::values::{IpPreference, Regex};
-use crate::probe::{BuildError, Context, Probe};
+use crate::probe::shape::{BuildError, Context, Definition, Families, PortRule, Probe};
 
 /// The DNS port.
 pub const DEFAULT_PORT: u16 = 53;
@@ -366,6 +367,12 @@ impl Metrics {
     }
 }
 
+impl Families for Metrics {
+    fn register(registry: &mut Registry) -> Self {
+        Metrics::register(registry)
+    }
+}
+
 /// One service's handles into the `dns` families.
 #[derive(Debug, Clone)]
 struct Handles {
@@ -392,6 +399,33 @@ impl Drop for NoAnswerGuard<'_> {
     }
 }
 
+/// The `dns` protocol in the table of protocols.
+#[derive(Debug)]
+pub struct Dns;
+
+impl Definition for Dns {
+    const NAME: &'static str = "dns";
+    const PORT: PortRule = PortRule::Default(DEFAULT_PORT);
+    type Options = Options;
+    type Metrics = Metrics;
+
+    fn validate(options: &Options) -> Result<(), String> {
+        options.validate()
+    }
+
+    fn port(options: &Options) -> Option<u16> {
+        Some(options.port())
+    }
+
+    fn build(
+        options: &Options,
+        ctx: &Context<'_>,
+        metrics: &Metrics,
+    ) -> Result<Arc<dyn Probe>, BuildError> {
+        Ok(Arc::new(DnsProbe::new(options.clone(), ctx, metrics)?))
+    }
+}
+
 /// Probes one DNS server.
 #[derive(Debug)]
 pub struct DnsProbe {
@@ -406,7 +440,11 @@ pub struct DnsProbe {
 
 impl DnsProbe {
     /// Builds the probe and creates its series (rcode -1 until the first answer).
-    pub fn new(options: Options, ctx: &Context<'_>) -> Result<Self, BuildError> {
+    pub fn new(
+        options: Options,
+        ctx: &Context<'_>,
+        metrics: &Metrics,
+    ) -> Result<Self, BuildError> {
         let name = query_name(&options.query_name).map_err(BuildError)?;
         let query = Query::query(name, options.query_type.record_type());
         let mut msg = Message::query();
@@ -418,7 +456,7 @@ impl DnsProbe {
         let wire = msg
             .to_vec()
             .map_err(|e| BuildError(format!("cannot encode the dns query: {e}")))?;
-        let families = ctx.metrics.dns.clone();
+        let families = metrics.clone();
         let handles = Handles {
             rcode: families.rcode.get_or_create_owned(ctx.labels),
             answers: families.answers.get_or_create_owned(ctx.labels),
@@ -833,9 +871,9 @@ mod tests {
             options,
             &Context {
                 labels: &labels,
-                metrics: &metrics,
                 timeout: std::time::Duration::from_secs(5),
             },
+            &metrics.dns,
         )
         .unwrap()
     }
@@ -1090,9 +1128,9 @@ mod tests {
             Options::default(),
             &Context {
                 labels: &labels,
-                metrics: &metrics,
                 timeout: std::time::Duration::from_secs(5),
             },
+            &metrics.dns,
         )
         .unwrap();
         let mut text = String::new();

@@ -6,6 +6,7 @@
 //! packet families (`crate::probe::packets`), recorded even when the runner's timeout cuts the
 //! session short.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -19,7 +20,8 @@ use crate::base::values::{Duration as ConfigDuration, IpPreference};
 use crate::echo::client::{self, Event, Report, Session, SessionError, SessionOptions};
 use crate::echo::wire;
 use crate::probe::packets::Handles;
-use crate::probe::{Context, Probe};
+use crate::probe::packets::Metrics;
+use crate::probe::shape::{BuildError, Context, Definition, PortRule, Probe};
 
 fn default_count() -> u64 {
     3
@@ -124,6 +126,33 @@ impl Options {
     }
 }
 
+/// The `echo` protocol in the table of protocols.
+#[derive(Debug)]
+pub struct Echo;
+
+impl Definition for Echo {
+    const NAME: &'static str = "echo";
+    const PORT: PortRule = PortRule::Default(client::DEFAULT_PORT);
+    type Options = Options;
+    type Metrics = Metrics;
+
+    fn validate(options: &Options) -> Result<(), String> {
+        options.validate()
+    }
+
+    fn port(options: &Options) -> Option<u16> {
+        Some(options.port())
+    }
+
+    fn build(
+        options: &Options,
+        ctx: &Context<'_>,
+        metrics: &Metrics,
+    ) -> Result<Arc<dyn Probe>, BuildError> {
+        Ok(Arc::new(EchoProbe::new(options.clone(), ctx, metrics)))
+    }
+}
+
 /// Probes one echo server.
 #[derive(Debug)]
 pub struct EchoProbe {
@@ -146,10 +175,10 @@ impl Drop for Recorder<'_> {
 
 impl EchoProbe {
     /// Builds the probe and creates its packet series.
-    pub fn new(options: Options, ctx: &Context<'_>) -> Self {
+    pub fn new(options: Options, ctx: &Context<'_>, metrics: &Metrics) -> Self {
         EchoProbe {
             options,
-            packets: ctx.metrics.packets.handles(ctx.labels),
+            packets: metrics.handles(ctx.labels),
         }
     }
 
@@ -285,9 +314,9 @@ mod tests {
             options,
             &Context {
                 labels: &labels,
-                metrics: &metrics,
                 timeout: std::time::Duration::from_secs(5),
             },
+            &metrics.echo,
         );
         (p, reg)
     }

@@ -53,8 +53,8 @@ use tracing::{debug, info, warn};
 use crate::base::outcome::{Failure, Outcome, Reason, Success, Target};
 use crate::base::resolve;
 use crate::base::values::{Duration, IpPreference};
-use crate::probe::packets::{Handles, Round};
-use crate::probe::{BuildError, Context, Probe};
+use crate::probe::packets::{Handles, Metrics, Round};
+use crate::probe::shape::{BuildError, Context, Definition, PortRule, Probe};
 
 /// The largest ICMP echo payload that fits in one IPv4 datagram (65535 - 20 - 8).
 pub const MAX_PAYLOAD: usize = 65_507;
@@ -609,6 +609,33 @@ pub fn shared_socket(family: Family) -> Result<Arc<IcmpSocket>, OpenError> {
         .clone()
 }
 
+/// The `icmp` protocol in the table of protocols.
+#[derive(Debug)]
+pub struct Icmp;
+
+impl Definition for Icmp {
+    const NAME: &'static str = "icmp";
+    const PORT: PortRule = PortRule::None;
+    type Options = Options;
+    type Metrics = Metrics;
+
+    fn validate(options: &Options) -> Result<(), String> {
+        options.validate()
+    }
+
+    fn port(_: &Options) -> Option<u16> {
+        None
+    }
+
+    fn build(
+        options: &Options,
+        ctx: &Context<'_>,
+        metrics: &Metrics,
+    ) -> Result<Arc<dyn Probe>, BuildError> {
+        Ok(Arc::new(IcmpProbe::new(options.clone(), ctx, metrics)?))
+    }
+}
+
 /// Probes one host with rounds of echo requests.
 #[derive(Debug)]
 pub struct IcmpProbe {
@@ -622,7 +649,11 @@ pub struct IcmpProbe {
 impl IcmpProbe {
     /// Builds the probe: checks the round fits in the timeout and that the socket of the
     /// family it will most likely use can be opened, so a missing privilege fails start-up.
-    pub fn new(options: Options, ctx: &Context<'_>) -> Result<Self, BuildError> {
+    pub fn new(
+        options: Options,
+        ctx: &Context<'_>,
+        metrics: &Metrics,
+    ) -> Result<Self, BuildError> {
         options.check_fits(ctx.timeout).map_err(BuildError)?;
         let family = match options.ip {
             IpPreference::Ipv6 => Family::V6,
@@ -632,18 +663,23 @@ impl IcmpProbe {
         Ok(IcmpProbe {
             options,
             budget: wait_budget(ctx.timeout),
-            handles: ctx.metrics.packets.handles(ctx.labels),
+            handles: metrics.handles(ctx.labels),
             socket: None,
         })
     }
 
     /// A probe on a given socket, for tests of both socket types.
     #[cfg(test)]
-    fn with_socket(options: Options, ctx: &Context<'_>, socket: Arc<IcmpSocket>) -> Self {
+    fn with_socket(
+        options: Options,
+        ctx: &Context<'_>,
+        metrics: &Metrics,
+        socket: Arc<IcmpSocket>,
+    ) -> Self {
         IcmpProbe {
             options,
             budget: wait_budget(ctx.timeout),
-            handles: ctx.metrics.packets.handles(ctx.labels),
+            handles: metrics.handles(ctx.labels),
             socket: Some(socket),
         }
     }
@@ -948,11 +984,10 @@ mod tests {
         fn probe(&self, o: Options, timeout: StdDuration, s: &Arc<IcmpSocket>) -> IcmpProbe {
             let ctx = Context {
                 labels: &self.labels,
-                metrics: &self.metrics,
                 timeout,
             };
             o.check_fits(timeout).unwrap();
-            IcmpProbe::with_socket(o, &ctx, s.clone())
+            IcmpProbe::with_socket(o, &ctx, &self.metrics.icmp, s.clone())
         }
 
         fn text(&self) -> String {
@@ -1365,10 +1400,9 @@ mod tests {
         let f = Fixture::new();
         let ctx = Context {
             labels: &f.labels,
-            metrics: &f.metrics,
             timeout: StdDuration::from_millis(500),
         };
-        let e = IcmpProbe::new(options(3, 200), &ctx).unwrap_err();
+        let e = IcmpProbe::new(options(3, 200), &ctx, &f.metrics.icmp).unwrap_err();
         assert!(e.0.contains("does not fit in the timeout 500ms"), "{}", e.0);
     }
 

@@ -13,6 +13,7 @@
 //! only (the socket is connected) and judges it: a reply that does not answer our request is
 //! reason `protocol` at once, not ignored.
 
+use std::sync::Arc;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use crate::base::labels::{FGauge, Labels};
 use crate::base::outcome::{Failure, Outcome, Reason, Success, Target};
 use crate::base::resolve;
 use crate::base::values::IpPreference;
-use crate::probe::{Context, Probe};
+use crate::probe::shape::{BuildError, Context, Definition, Families, PortRule, Probe};
 
 /// The NTP port.
 pub const DEFAULT_PORT: u16 = 123;
@@ -91,6 +92,12 @@ impl Metrics {
     }
 }
 
+impl Families for Metrics {
+    fn register(registry: &mut Registry) -> Self {
+        Metrics::register(registry)
+    }
+}
+
 /// One service's handles into the `ntp` families.
 #[derive(Debug, Clone)]
 struct Handles {
@@ -117,6 +124,33 @@ impl Drop for NoReadingGuard<'_> {
     }
 }
 
+/// The `ntp` protocol in the table of protocols.
+#[derive(Debug)]
+pub struct Ntp;
+
+impl Definition for Ntp {
+    const NAME: &'static str = "ntp";
+    const PORT: PortRule = PortRule::Default(DEFAULT_PORT);
+    type Options = Options;
+    type Metrics = Metrics;
+
+    fn validate(options: &Options) -> Result<(), String> {
+        options.validate()
+    }
+
+    fn port(options: &Options) -> Option<u16> {
+        Some(options.port())
+    }
+
+    fn build(
+        options: &Options,
+        ctx: &Context<'_>,
+        metrics: &Metrics,
+    ) -> Result<Arc<dyn Probe>, BuildError> {
+        Ok(Arc::new(NtpProbe::new(options.clone(), ctx, metrics)))
+    }
+}
+
 /// Probes one NTP server.
 #[derive(Debug)]
 pub struct NtpProbe {
@@ -128,8 +162,8 @@ pub struct NtpProbe {
 
 impl NtpProbe {
     /// Builds the probe and creates its series (no reading until the first reply).
-    pub fn new(options: Options, ctx: &Context<'_>) -> Self {
-        let families = ctx.metrics.ntp.clone();
+    pub fn new(options: Options, ctx: &Context<'_>, metrics: &Metrics) -> Self {
+        let families = metrics.clone();
         let handles = Handles {
             offset: families.offset.get_or_create_owned(ctx.labels),
             stratum: families.stratum.get_or_create_owned(ctx.labels),
@@ -371,9 +405,9 @@ mod tests {
             options,
             &Context {
                 labels: &labels,
-                metrics: &metrics,
                 timeout: std::time::Duration::from_secs(5),
             },
+            &metrics.ntp,
         )
     }
 
@@ -544,9 +578,9 @@ mod tests {
             Options::default(),
             &Context {
                 labels: &labels,
-                metrics: &metrics,
                 timeout: std::time::Duration::from_secs(5),
             },
+            &metrics.ntp,
         );
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();

@@ -13,6 +13,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::base::labels::{FGauge, Labels};
+use crate::probe::shape::Families;
 
 fn rtt_histogram() -> Histogram {
     // 0.1 ms doubling to 6.5 s: loopback and LAN in the first buckets, bad WAN in the last.
@@ -81,6 +82,12 @@ impl Metrics {
             labels: labels.clone(),
             families: self.clone(),
         }
+    }
+}
+
+impl Families for Metrics {
+    fn register(registry: &mut Registry) -> Self {
+        Metrics::register(registry)
     }
 }
 

@@ -4,6 +4,7 @@
 //! within the timeout); latency is the connect time, so a slow banner does not read as a slow
 //! network. Reads are bounded by `max_read` bytes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -16,7 +17,7 @@ use tokio::time::Instant;
 use crate::base::outcome::{Failure, Outcome, Reason, Success, Target};
 use crate::base::resolve;
 use crate::base::values::{IpPreference, Regex};
-use crate::probe::{Context, Probe};
+use crate::probe::shape::{BuildError, Context, Definition, PortRule, Probe};
 
 /// Options of a `tcp` service.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -36,8 +37,8 @@ pub struct Options {
     pub ip: IpPreference,
     /// How many bytes of banner to read at most while looking for `expect_regex`.
     #[serde(
-        default = "super::default_max_read",
-        skip_serializing_if = "super::is_default_max_read"
+        default = "crate::probe::shape::default_max_read",
+        skip_serializing_if = "crate::probe::shape::is_default_max_read"
     )]
     pub max_read: usize,
 }
@@ -54,6 +55,33 @@ impl Options {
             }
             Some(_) => Ok(()),
         }
+    }
+}
+
+/// The `tcp` protocol in the table of protocols.
+#[derive(Debug)]
+pub struct Tcp;
+
+impl Definition for Tcp {
+    const NAME: &'static str = "tcp";
+    const PORT: PortRule = PortRule::Required;
+    type Options = Options;
+    type Metrics = ();
+
+    fn validate(options: &Options) -> Result<(), String> {
+        options.validate()
+    }
+
+    fn port(options: &Options) -> Option<u16> {
+        options.port
+    }
+
+    fn build(
+        options: &Options,
+        ctx: &Context<'_>,
+        _: &(),
+    ) -> Result<Arc<dyn Probe>, BuildError> {
+        Ok(Arc::new(TcpProbe::new(options.clone(), ctx)))
     }
 }
 
@@ -147,17 +175,14 @@ impl Probe for TcpProbe {
 mod tests {
     use super::*;
     use crate::base::labels::Labels;
-    use crate::probe::ProbeMetrics;
     use tokio::net::TcpListener;
 
     fn probe(options: Options) -> TcpProbe {
         let labels = Labels::new();
-        let metrics = ProbeMetrics::register(&mut Default::default());
         TcpProbe::new(
             options,
             &Context {
                 labels: &labels,
-                metrics: &metrics,
                 timeout: Duration::from_secs(1),
             },
         )
@@ -169,7 +194,7 @@ mod tests {
             send: None,
             expect_regex: None,
             ip: IpPreference::Auto,
-            max_read: crate::probe::default_max_read(),
+            max_read: crate::probe::shape::default_max_read(),
         }
     }
 

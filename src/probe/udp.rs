@@ -7,6 +7,7 @@
 //! (reason `timeout`) unless `silence_is_up: true`, for services that never answer a probe they
 //! do not understand. Reads are bounded by `max_read` bytes.
 
+use std::sync::Arc;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use tokio::time::Instant;
 use crate::base::outcome::{Failure, Outcome, Reason, Success, Target};
 use crate::base::resolve;
 use crate::base::values::{IpPreference, Regex};
-use crate::probe::{BuildError, Context, Probe};
+use crate::probe::shape::{BuildError, Context, Definition, PortRule, Probe};
 
 fn is_false(b: &bool) -> bool {
     !*b
@@ -49,8 +50,8 @@ pub struct Options {
     pub ip: IpPreference,
     /// How many bytes of the reply are read at most (the rest of the datagram is dropped).
     #[serde(
-        default = "super::default_max_read",
-        skip_serializing_if = "super::is_default_max_read"
+        default = "crate::probe::shape::default_max_read",
+        skip_serializing_if = "crate::probe::shape::is_default_max_read"
     )]
     pub max_read: usize,
 }
@@ -122,6 +123,33 @@ fn decode_hex(hex: &str) -> Result<Vec<u8>, String> {
 /// timeout drops the probe.
 fn wait_budget(timeout: Duration) -> Duration {
     timeout.mul_f64(0.9)
+}
+
+/// The `udp` protocol in the table of protocols.
+#[derive(Debug)]
+pub struct Udp;
+
+impl Definition for Udp {
+    const NAME: &'static str = "udp";
+    const PORT: PortRule = PortRule::Required;
+    type Options = Options;
+    type Metrics = ();
+
+    fn validate(options: &Options) -> Result<(), String> {
+        options.validate()
+    }
+
+    fn port(options: &Options) -> Option<u16> {
+        options.port
+    }
+
+    fn build(
+        options: &Options,
+        ctx: &Context<'_>,
+        _: &(),
+    ) -> Result<Arc<dyn Probe>, BuildError> {
+        Ok(Arc::new(UdpProbe::new(options.clone(), ctx)?))
+    }
 }
 
 /// Probes one UDP service.
@@ -218,17 +246,14 @@ impl Probe for UdpProbe {
 mod tests {
     use super::*;
     use crate::base::labels::Labels;
-    use crate::probe::ProbeMetrics;
 
     fn probe(options: Options, timeout: Duration) -> UdpProbe {
         let labels = Labels::new();
-        let metrics = ProbeMetrics::register(&mut Default::default());
         options.validate().unwrap();
         UdpProbe::new(
             options,
             &Context {
                 labels: &labels,
-                metrics: &metrics,
                 timeout,
             },
         )
@@ -243,7 +268,7 @@ mod tests {
             expect_regex: None,
             silence_is_up: false,
             ip: IpPreference::Auto,
-            max_read: crate::probe::default_max_read(),
+            max_read: crate::probe::shape::default_max_read(),
         }
     }
 

@@ -17,6 +17,8 @@ pub mod tls;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -32,7 +34,7 @@ pub use options::Options;
 use self::fetch::{Clock, Phase};
 use crate::base::labels::{FGauge, Labels, with_label};
 use crate::base::outcome::{Failure, Outcome, Reason, Success, Target};
-use crate::probe::{BuildError, Context, Probe, Protocol};
+use crate::probe::shape::{BuildError, Context, Definition, Families, PortRule, Probe};
 
 /// The most redirects followed before the probe fails with reason `status`.
 pub const MAX_REDIRECTS: usize = 10;
@@ -79,10 +81,70 @@ impl Metrics {
     }
 }
 
+impl Families for Metrics {
+    fn register(registry: &mut Registry) -> Self {
+        Metrics::register(registry)
+    }
+}
+
+/// The `http` protocol in the table of protocols.
+#[derive(Debug)]
+pub struct Http;
+
+impl Definition for Http {
+    const NAME: &'static str = "http";
+    const PORT: PortRule = PortRule::Default(80);
+    type Options = Options;
+    type Metrics = Metrics;
+
+    fn validate(options: &Options) -> Result<(), String> {
+        options.validate(Self::NAME)
+    }
+
+    fn port(options: &Options) -> Option<u16> {
+        options.port()
+    }
+
+    fn build(
+        options: &Options,
+        ctx: &Context<'_>,
+        metrics: &Metrics,
+    ) -> Result<Arc<dyn Probe>, BuildError> {
+        Ok(Arc::new(HttpProbe::new(Self::NAME, options.clone(), ctx, metrics)?))
+    }
+}
+
+/// The `https` protocol in the table of protocols.
+#[derive(Debug)]
+pub struct Https;
+
+impl Definition for Https {
+    const NAME: &'static str = "https";
+    const PORT: PortRule = PortRule::Default(443);
+    type Options = Options;
+    type Metrics = Metrics;
+
+    fn validate(options: &Options) -> Result<(), String> {
+        options.validate(Self::NAME)
+    }
+
+    fn port(options: &Options) -> Option<u16> {
+        options.port()
+    }
+
+    fn build(
+        options: &Options,
+        ctx: &Context<'_>,
+        metrics: &Metrics,
+    ) -> Result<Arc<dyn Probe>, BuildError> {
+        Ok(Arc::new(HttpProbe::new(Self::NAME, options.clone(), ctx, metrics)?))
+    }
+}
+
 /// Probes one `http` or `https` service.
 #[derive(Debug)]
 pub struct HttpProbe {
-    protocol: Protocol,
+    scheme: &'static str,
     options: Options,
     method: Method,
     headers: HeaderMap,
@@ -99,9 +161,10 @@ impl HttpProbe {
     /// created by the first handshake that delivers a certificate: a 0 there would read as
     /// "expired in 1970" to an expiry alert.
     pub fn new(
-        protocol: Protocol,
+        scheme: &'static str,
         options: Options,
         ctx: &Context<'_>,
+        metrics: &Metrics,
     ) -> Result<Self, BuildError> {
         let mut headers = HeaderMap::new();
         for (name, value) in &options.headers {
@@ -111,7 +174,7 @@ impl HttpProbe {
                 .map_err(|e| BuildError(format!("header `{name}`: {e}")))?;
             headers.insert(n, v);
         }
-        let metrics = ctx.metrics.http.clone();
+        let metrics = metrics.clone();
         let labels = ctx.labels.clone();
         let status = metrics.status.get_or_create_owned(&labels);
         let phases = Phase::ALL.map(|p| {
@@ -120,7 +183,7 @@ impl HttpProbe {
                 .get_or_create_owned(&with_label(&labels, "phase", p.as_str()))
         });
         Ok(HttpProbe {
-            protocol,
+            scheme,
             method: options.method(),
             body: Bytes::from(options.body.clone().unwrap_or_default()),
             tls: tls::Tls::new(&options.tls)?,
@@ -150,7 +213,7 @@ impl HttpProbe {
             .map(|p| format!(":{p}"))
             .unwrap_or_default();
         let path = self.options.path.as_deref().unwrap_or("/");
-        Url::parse(&format!("{}://{host}{port}{path}", self.protocol)).map_err(|e| {
+        Url::parse(&format!("{}://{host}{port}{path}", self.scheme)).map_err(|e| {
             Failure::new(
                 Reason::Dns,
                 format!("cannot make a URL of host `{host}`: {e}"),

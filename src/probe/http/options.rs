@@ -18,7 +18,6 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::base::values::{IpPreference, Regex};
-use crate::probe::Protocol;
 
 /// The body cap when `max_body` is not given: 1 MiB.
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;
@@ -99,15 +98,15 @@ pub struct Options {
 }
 
 impl Options {
-    /// Checks what serde cannot, for a service of type `protocol`.
-    pub(crate) fn validate(&self, protocol: Protocol) -> Result<(), String> {
+    /// Checks what serde cannot, for a service whose type is `scheme` (http or https).
+    pub(crate) fn validate(&self, scheme: &str) -> Result<(), String> {
         if let Some(url) = &self.url {
             if self.path.is_some() || self.port.is_some() {
                 return Err("give either `url` or `path`/`port` (or `TYPE:PORT`), not both".into());
             }
-            if url.0.scheme() != protocol.as_str() {
+            if url.0.scheme() != scheme {
                 return Err(format!(
-                    "url `{}` has scheme `{}` but the service type is `{protocol}`: make them agree",
+                    "url `{}` has scheme `{}` but the service type is `{scheme}`: make them agree",
                     url.0,
                     url.0.scheme()
                 ));

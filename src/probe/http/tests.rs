@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 
 use super::*;
 use crate::base::labels::Labels;
-use crate::probe::ProbeMetrics;
+use crate::probe::{ProbeMetrics, Protocol};
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -219,13 +219,13 @@ fn probe(protocol: Protocol, yaml: &str) -> (HttpProbe, ProbeMetrics) {
     ];
     let metrics = ProbeMetrics::register(&mut Registry::default());
     let p = HttpProbe::new(
-        protocol,
+        protocol.as_str(),
         options(protocol, yaml),
         &Context {
             labels: &labels,
-            metrics: &metrics,
             timeout: std::time::Duration::from_secs(5),
         },
+        &metrics.http,
     )
     .unwrap();
     (p, metrics)
@@ -612,7 +612,7 @@ async fn forget_removes_every_series() {
     let mut registry = Registry::default();
     let metrics = ProbeMetrics::register(&mut registry);
     let p = HttpProbe::new(
-        Protocol::Https,
+        Protocol::Https.as_str(),
         options(
             Protocol::Https,
             &format!(
@@ -622,9 +622,9 @@ async fn forget_removes_every_series() {
         ),
         &Context {
             labels: &labels,
-            metrics: &metrics,
             timeout: std::time::Duration::from_secs(5),
         },
+        &metrics.http,
     )
     .unwrap();
     let _ = run(&p).await;

@@ -15,7 +15,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use super::options::TlsOptions;
-use crate::probe::BuildError;
+use crate::probe::shape::BuildError;
 
 /// The chain a server presented, leaf first, filled by [`Capture`] during the handshake.
 pub type Chain = Arc<Mutex<Vec<CertificateDer<'static>>>>;

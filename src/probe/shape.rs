@@ -1,0 +1,171 @@
+//! The shape every protocol shares: the [`Probe`] it builds, the [`Definition`] it declares
+//! once for the protocol table in `probe/mod.rs`, and the errors of both.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::base::hint::did_you_mean;
+use crate::base::labels::Labels;
+use crate::base::outcome::{Outcome, Target};
+
+/// Default `max_read` of the stream and datagram probes (tcp, udp): bytes read at most.
+pub(crate) fn default_max_read() -> usize {
+    4096
+}
+
+/// Whether `n` is [`default_max_read`], so `save` can leave it out.
+pub(crate) fn is_default_max_read(n: &usize) -> bool {
+    *n == default_max_read()
+}
+
+/// A configured probe, ready to run.
+pub trait Probe: fmt::Debug + Send + Sync + 'static {
+    /// Probes `target` once. The runner applies the timeout by dropping this future, so it must
+    /// hold no state that outlives a drop.
+    fn run<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Outcome>;
+
+    /// Removes the protocol's own series (the runner removes the common ones) when the
+    /// service is stopped for good.
+    fn forget(&self) {}
+}
+
+/// How a protocol treats ports: `NAME:PORT` in the classic form and the `port:` option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortRule {
+    /// The protocol has no port (icmp).
+    None,
+    /// A port must be given (tcp, udp).
+    Required,
+    /// This port unless another is given.
+    Default(u16),
+}
+
+/// A protocol's metric families, registered once per registry even when several protocols
+/// share them (http and https, icmp and echo).
+pub trait Families: Clone + fmt::Debug + Send + Sync + 'static {
+    /// Registers the families under `registry` (already prefixed `netmon`).
+    fn register(registry: &mut Registry) -> Self;
+}
+
+/// Protocols with only the common families.
+impl Families for () {
+    fn register(_: &mut Registry) -> Self {}
+}
+
+/// Registers each [`Families`] type once and hands out clones; families are shared handles,
+/// so every clone writes the same series.
+#[derive(Default)]
+pub(crate) struct Registered(HashMap<TypeId, Box<dyn Any>>);
+
+impl Registered {
+    /// The families of type `F`, registering them on first use.
+    pub(crate) fn get<F: Families>(&mut self, registry: &mut Registry) -> F {
+        let slot = self
+            .0
+            .entry(TypeId::of::<F>())
+            .or_insert_with(|| Box::new(F::register(registry)));
+        match slot.downcast_ref::<F>() {
+            Some(f) => f.clone(),
+            // The map is keyed by the type it holds, so this arm only guards the invariant.
+            None => F::register(registry),
+        }
+    }
+}
+
+/// One protocol, declared once; the table in `probe/mod.rs` derives parsing, validation,
+/// ports, metrics registration and construction from it.
+pub trait Definition {
+    /// The lowercase name used in the config and in the `protocol` label.
+    const NAME: &'static str;
+    /// How the protocol treats ports.
+    const PORT: PortRule;
+    /// The options of a service of this protocol, as written in the config.
+    type Options: DeserializeOwned + Serialize + Clone + PartialEq + fmt::Debug + Send + Sync;
+    /// The protocol's own metric families (`()` when it has only the common ones).
+    type Metrics: Families;
+
+    /// Checks what serde cannot: required fields, value ranges, combinations.
+    fn validate(options: &Self::Options) -> Result<(), String>;
+
+    /// The port the service talks to, for the `service` label (`tcp:22`).
+    fn port(options: &Self::Options) -> Option<u16>;
+
+    /// Builds the probe from validated options.
+    fn build(
+        options: &Self::Options,
+        ctx: &Context<'_>,
+        metrics: &Self::Metrics,
+    ) -> Result<Arc<dyn Probe>, BuildError>;
+}
+
+/// A problem with a service's options, located by the config loader.
+#[derive(Debug)]
+pub struct OptionsError {
+    /// What is wrong.
+    pub message: String,
+    /// Where, if the deserializer knew.
+    pub line_col: Option<(usize, usize)>,
+}
+
+impl OptionsError {
+    /// An error about the whole service mapping.
+    pub fn whole(message: impl Into<String>) -> Self {
+        OptionsError {
+            message: message.into(),
+            line_col: None,
+        }
+    }
+}
+
+pub(crate) fn from_node<T: serde::de::DeserializeOwned>(
+    node: &marked_yaml::Node,
+) -> Result<T, OptionsError> {
+    marked_yaml::from_node::<T>(node).map_err(|e| {
+        let line_col = e.start_mark().map(|m| (m.line(), m.column()));
+        let message = match &*e {
+            marked_yaml::Error::UnknownFieldError(field, expected, _) => format!(
+                "unknown option `{field}`{}; valid options here: {}",
+                did_you_mean(field, expected.iter().copied()),
+                expected.join(", ")
+            ),
+            other => match e.path() {
+                Some(path) => format!("`{path}`: {}", lowercase_first(&other.to_string())),
+                None => lowercase_first(&other.to_string()),
+            },
+        };
+        OptionsError { message, line_col }
+    })
+}
+
+fn lowercase_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// What a protocol's constructor gets besides its options and families.
+#[derive(Debug)]
+pub struct Context<'a> {
+    /// The service's label set: host, protocol, service, then configured labels.
+    pub labels: &'a Labels,
+    /// The service's timeout. The runner drops the probe then; probes that decide by
+    /// themselves when to stop waiting (a round of ICMP packets, UDP silence) finish a little
+    /// before it so they can still report what they saw.
+    pub timeout: Duration,
+}
+
+/// A probe that cannot start on this machine (e.g. ICMP without the privilege to open its
+/// socket). The message says what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BuildError(pub String);
