@@ -15,7 +15,7 @@ use std::fmt;
 use std::process::ExitCode;
 use std::time::Duration as StdDuration;
 
-use crate::base::outcome::{Outcome, Target};
+use crate::base::outcome::{Outcome, Target, round_of};
 use crate::cli::CheckArgs;
 use crate::config::{self, Config, Service};
 use crate::metrics::Metrics;
@@ -361,7 +361,7 @@ async fn probe_once(service: &Service, plan: &Plan, metrics: &Metrics) -> Verdic
         }
     };
     let loss_percent = match &outcome {
-        Ok(_) => loss_ratio(metrics, &service.host, &service.name).map(|r| r * 100.0),
+        Ok(o) => round_of(o).map(|r| r.loss_ratio() * 100.0),
         Err(_) => None,
     };
     let state = judge(&outcome, loss_percent, &plan.warning, &plan.critical);
@@ -396,31 +396,6 @@ fn judge(
     } else {
         State::Ok
     }
-}
-
-/// The last `netmon_packet_loss_ratio` of a service in `metrics`, if its protocol reports one.
-pub fn loss_ratio(metrics: &Metrics, host: &str, service: &str) -> Option<f64> {
-    loss_in(&metrics.encode(false).ok()?, host, service)
-}
-
-/// The `netmon_packet_loss_ratio` of a service in an exposition `text` (encode once, look up
-/// many).
-pub fn loss_in(text: &str, host: &str, service: &str) -> Option<f64> {
-    let host = format!("host=\"{}\"", escape_label(host));
-    let service = format!("service=\"{}\"", escape_label(service));
-    // A label is preceded by `{` or `,`, so `host=` never matches inside `ghost=`.
-    let has =
-        |l: &str, pair: &str| l.contains(&format!("{{{pair}")) || l.contains(&format!(",{pair}"));
-    text.lines()
-        .filter(|l| l.starts_with("netmon_packet_loss_ratio{"))
-        .filter(|l| has(l, &host) && has(l, &service))
-        .find_map(|l| l.rsplit_once(' ')?.1.parse().ok())
-}
-
-fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// `host:port` (bracketing IPv6 literals) or just the host for protocols without a port.
@@ -593,15 +568,41 @@ mod tests {
         assert_eq!(yaml_value("^SSH-2.0 # x: y"), "\"^SSH-2.0 # x: y\"");
     }
 
-    #[test]
-    fn loss_is_read_from_the_exposition() {
-        let text = "netmon_packet_loss_ratio{ghost=\"h\",host=\"h\",protocol=\"icmp\",service=\"icmp\"} 0.25\n";
-        assert_eq!(loss_in(text, "h", "icmp"), Some(0.25));
-        assert_eq!(loss_in(text, "g", "icmp"), None);
-        assert_eq!(
-            loss_in("netmon_packet_loss_ratio{ghost=\"h\"} 1\n", "h", "icmp"),
-            None
+    #[tokio::test]
+    async fn loss_comes_from_the_round_the_probe_sent() {
+        use clap::Parser;
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port().to_string();
+        let cli = crate::cli::Cli::try_parse_from([
+            "netmon",
+            "check",
+            "echo",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--timeout",
+            "2s",
+            "-o",
+            "count=2",
+            "-o",
+            "packet_interval=10ms",
+            "-o",
+            "reply_timeout=200ms",
+        ])
+        .unwrap();
+        let Some(crate::cli::Command::Check(args)) = cli.command else {
+            panic!("not a check command");
+        };
+        let plan = plan(&args).unwrap();
+        let verdicts = execute(&plan).await;
+        assert_eq!(verdicts.len(), 1);
+        assert!(
+            matches!(verdicts[0].outcome, Ok(Err(_))),
+            "{:?}",
+            verdicts[0]
         );
+        assert_eq!(verdicts[0].loss_percent, Some(100.0));
+        assert!(line(&verdicts[0], &plan, "").contains("loss=100%"));
     }
 
     #[test]

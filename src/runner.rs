@@ -24,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span};
 
 use crate::base::labels::Labels;
-use crate::base::outcome::{Failure, Outcome, Reason, Target};
+use crate::base::outcome::{Failure, Outcome, Reason, Target, round_of};
+use crate::base::round::Round;
 use crate::config::{Config, Service};
 use crate::metrics::{Metrics, ServiceMetrics, unix_now};
 use crate::probe;
@@ -65,6 +66,8 @@ pub struct StatusView {
     pub failing: bool,
     /// When the last probe finished.
     pub last_check: Option<SystemTime>,
+    /// Packet loss of the last probe, 0 to 1, where the protocol sends rounds.
+    pub loss: Option<f64>,
 }
 
 /// Shared between a service task and the readers of its status.
@@ -496,6 +499,7 @@ fn record(outcome: &Outcome, elapsed: Duration, metrics: &ServiceMetrics, status
         };
         let previous = v.up;
         v.last_check = Some(SystemTime::now());
+        v.loss = round_of(outcome).map(Round::loss_ratio);
         match outcome {
             Ok(ok) => {
                 v.up = Some(true);

@@ -6,4 +6,5 @@ pub mod labels;
 pub mod listen;
 pub mod outcome;
 pub mod resolve;
+pub mod round;
 pub mod values;

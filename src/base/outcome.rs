@@ -3,6 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::base::round::Round;
+
 /// Why a probe failed: the `reason` label of `netmon_probe_failures_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
@@ -91,6 +93,26 @@ impl fmt::Display for Reason {
 pub struct Success {
     /// The protocol's latency (see the table in the README).
     pub latency: Duration,
+    /// The round of packets behind it (icmp, echo), for loss and RTT statistics.
+    pub round: Option<Round>,
+}
+
+impl Success {
+    /// A success of `latency` with no packet round.
+    pub fn new(latency: Duration) -> Self {
+        Success {
+            latency,
+            round: None,
+        }
+    }
+
+    /// The same success, carrying the round it measured.
+    pub fn with_round(self, round: Round) -> Self {
+        Success {
+            round: Some(round),
+            ..self
+        }
+    }
 }
 
 /// Why a probe failed, with the detail for the log and the landing page.
@@ -100,6 +122,8 @@ pub struct Failure {
     pub reason: Reason,
     /// A lowercase, human sentence: what happened.
     pub message: String,
+    /// The round of packets that failed (icmp, echo), for loss and RTT statistics.
+    pub round: Option<Round>,
 }
 
 impl Failure {
@@ -108,6 +132,15 @@ impl Failure {
         Failure {
             reason,
             message: message.into(),
+            round: None,
+        }
+    }
+
+    /// The same failure, carrying the round it measured.
+    pub fn with_round(self, round: Round) -> Self {
+        Failure {
+            round: Some(round),
+            ..self
         }
     }
 
@@ -125,6 +158,14 @@ impl fmt::Display for Failure {
 
 /// The result of one probe.
 pub type Outcome = Result<Success, Failure>;
+
+/// The round of packets behind an outcome, where the protocol sends rounds (icmp, echo).
+pub fn round_of(outcome: &Outcome) -> Option<&Round> {
+    match outcome {
+        Ok(s) => s.round.as_ref(),
+        Err(f) => f.round.as_ref(),
+    }
+}
 
 /// What a probe is pointed at.
 #[derive(Debug, Clone, PartialEq, Eq)]

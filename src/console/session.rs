@@ -14,7 +14,7 @@ use std::time::{Duration as StdDuration, SystemTime};
 
 use super::command::{self, Command, LogSetting};
 use crate::base::values::Duration;
-use crate::check::{endpoint, loss_in, yaml_quote};
+use crate::check::{endpoint, yaml_quote};
 use crate::config::{self, Config, Service, Source, Target};
 use crate::logging::LogControl;
 use crate::probe::Protocol;
@@ -363,7 +363,6 @@ impl Session {
         if rows.is_empty() {
             return Ok("no services: add one with `add HOST PROTOCOL[:PORT]`".into());
         }
-        let exposition = self.reloader.metrics().encode(false).unwrap_or_default();
         let now = SystemTime::now();
         let mut table = vec![
             [
@@ -389,7 +388,8 @@ impl Session {
                 state.push_str(" paused");
             }
             let loss = match v.last_check {
-                Some(_) => loss_in(&exposition, &s.host, &s.name)
+                Some(_) => v
+                    .loss
                     .map_or_else(|| "-".into(), |l| format!("{:.0}%", l * 100.0)),
                 None => "-".into(),
             };

@@ -18,9 +18,9 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use crate::base::resolve;
+use crate::base::round::Round;
 use crate::base::values::IpPreference;
 use crate::echo::wire::{self, Message};
-use crate::probe::packets::Round;
 
 /// The echo server's default port (RFC 862's port 7 needs privileges).
 pub const DEFAULT_PORT: u16 = 7007;

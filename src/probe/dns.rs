@@ -495,9 +495,7 @@ impl DnsProbe {
         self.handles.rcode.set(f64::from(rcode.0));
         self.handles.answers.set(response.answers.len() as f64);
         judge(&self.options, &response)?;
-        Ok(Success {
-            latency: rtt.max(Duration::from_nanos(1)),
-        })
+        Ok(Success::new(rtt.max(Duration::from_nanos(1))))
     }
 }
 

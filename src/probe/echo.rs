@@ -216,7 +216,11 @@ impl EchoProbe {
                 return Err(Failure::new(Reason::Io, e.to_string()));
             }
         }
-        self.judge(peer, &report, first_corruption)
+        let round = report.round();
+        match self.judge(peer, &report, first_corruption) {
+            Ok(s) => Ok(s.with_round(round)),
+            Err(f) => Err(f.with_round(round)),
+        }
     }
 
     fn judge(
@@ -271,7 +275,7 @@ impl EchoProbe {
             .mean()
             .unwrap_or(Duration::from_nanos(1))
             .max(Duration::from_nanos(1));
-        Ok(Success { latency })
+        Ok(Success::new(latency))
     }
 }
 

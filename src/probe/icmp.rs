@@ -53,7 +53,8 @@ use tracing::{debug, info, warn};
 use crate::base::outcome::{Failure, Outcome, Reason, Success, Target};
 use crate::base::resolve;
 use crate::base::values::{Duration, IpPreference};
-use crate::probe::packets::{Handles, Metrics, Round};
+use crate::base::round::Round;
+use crate::probe::packets::{Handles, Metrics};
 use crate::probe::shape::{BuildError, Context, Definition, PortRule, Probe};
 
 /// The largest ICMP echo payload that fits in one IPv4 datagram (65535 - 20 - 8).
@@ -748,33 +749,43 @@ impl IcmpProbe {
             }
         }
         round.finished = true;
-        let received: Vec<StdDuration> = round.rtts.iter().flatten().copied().collect();
-        let sent = round.sent;
-        if let Some(mean) = (Round {
-            sent,
-            rtts: received,
-        })
-        .mean()
-        {
-            return Ok(Success { latency: mean });
+        let measured = Round {
+            sent: round.sent,
+            rtts: round.rtts.iter().flatten().copied().collect(),
+        };
+        self.judge(addr, measured, icmp_error, send_error)
+    }
+
+    /// Decides a finished round: up when any reply came, else the clearest reason why not.
+    fn judge(
+        &self,
+        addr: SocketAddr,
+        measured: Round,
+        icmp_error: Option<String>,
+        send_error: Option<Failure>,
+    ) -> Outcome {
+        let sent = measured.sent;
+        if let Some(mean) = measured.mean() {
+            return Ok(Success::new(mean).with_round(measured));
         }
-        if let Some(e) = icmp_error {
-            return Err(Failure::new(
+        let failure = if let Some(e) = icmp_error {
+            Failure::new(
                 Reason::Unreachable,
                 format!("{e} for echo requests to {}", addr.ip()),
-            ));
-        }
-        if let Some(f) = send_error {
-            return Err(f);
-        }
-        Err(Failure::new(
-            Reason::Loss,
-            format!(
-                "no echo reply from {}: 0 of {sent} within {}",
-                addr.ip(),
-                Duration(self.budget)
-            ),
-        ))
+            )
+        } else if let Some(f) = send_error {
+            f
+        } else {
+            Failure::new(
+                Reason::Loss,
+                format!(
+                    "no echo reply from {}: 0 of {sent} within {}",
+                    addr.ip(),
+                    Duration(self.budget)
+                ),
+            )
+        };
+        Err(failure.with_round(measured))
     }
 }
 

@@ -224,9 +224,7 @@ impl NtpProbe {
         // A negative delay means the server's T3 - T2 exceeds our whole round trip: clock
         // granularity on a fast path; report the smallest positive latency, never 0.
         let latency = Duration::try_from_secs_f64(delay.max(0.0)).unwrap_or(Duration::ZERO);
-        Ok(Success {
-            latency: latency.max(Duration::from_nanos(1)),
-        })
+        Ok(Success::new(latency.max(Duration::from_nanos(1))))
     }
 
     /// Classifies an rsntp error and records what it tells about the server.

@@ -127,9 +127,7 @@ impl TcpProbe {
         if let Some(re) = &self.options.expect_regex {
             expect(&mut stream, re, self.options.max_read).await?;
         }
-        Ok(Success {
-            latency: latency.max(Duration::from_nanos(1)),
-        })
+        Ok(Success::new(latency.max(Duration::from_nanos(1))))
     }
 }
 

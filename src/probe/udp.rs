@@ -200,9 +200,7 @@ impl UdpProbe {
             Ok(Err(e)) => return Err(Failure::io(&format!("receive from {addr}"), &e)),
             Err(_) if self.options.silence_is_up => {
                 // Nothing to time: the latency is what sending took.
-                return Ok(Success {
-                    latency: sent.max(Duration::from_nanos(1)),
-                });
+                return Ok(Success::new(sent.max(Duration::from_nanos(1))));
             }
             Err(_) => {
                 return Err(Failure::new(
@@ -216,7 +214,7 @@ impl UdpProbe {
         };
         let latency = start.elapsed().max(Duration::from_nanos(1));
         check_reply(self.options.expect_regex.as_ref(), &buf[..n])?;
-        Ok(Success { latency })
+        Ok(Success::new(latency))
     }
 }
 

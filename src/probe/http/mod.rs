@@ -293,9 +293,7 @@ impl HttpProbe {
             let keep = self.options.body_regex.is_some() || self.options.body_not_regex.is_some();
             let bytes = exchange.read_body(self.options.max_body, keep).await?;
             check_body(&bytes, &self.options)?;
-            return Ok(Success {
-                latency: report.clock.stop().max(std::time::Duration::from_nanos(1)),
-            });
+            return Ok(Success::new(report.clock.stop().max(std::time::Duration::from_nanos(1))));
         }
     }
 }
