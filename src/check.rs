@@ -17,7 +17,9 @@ use std::time::Duration as StdDuration;
 
 use crate::base::outcome::{Outcome, Target, round_of};
 use crate::cli::CheckArgs;
-use crate::config::{self, Config, Service};
+use crate::config;
+use crate::config::model::Service;
+use crate::config::single::{OneService, option_value};
 use crate::metrics::Metrics;
 use crate::probe;
 use crate::runner::labels_of;
@@ -249,28 +251,6 @@ fn one_line(errors: &config::ConfigErrors) -> String {
         .join("; ")
 }
 
-/// Quotes `s` as a YAML double-quoted scalar (JSON strings are valid YAML).
-pub(crate) fn yaml_quote(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| format!("\"{}\"", s.escape_default()))
-}
-
-/// A `-o KEY=VALUE` value as YAML: numbers, booleans, flow lists and mappings and quoted
-/// strings as written; anything else as a string.
-fn yaml_value(v: &str) -> String {
-    let t = v.trim();
-    let literal = t.parse::<f64>().is_ok()
-        || matches!(t, "true" | "false")
-        || (t.starts_with('[') && t.ends_with(']'))
-        || (t.starts_with('{') && t.ends_with('}'))
-        || (t.len() >= 2 && t.starts_with('"') && t.ends_with('"'))
-        || (t.len() >= 2 && t.starts_with('\'') && t.ends_with('\''));
-    if literal && !t.contains('\n') {
-        t.to_string()
-    } else {
-        yaml_quote(v)
-    }
-}
-
 /// Builds the one service `PROTOCOL HOST` stands for, through the config loader.
 fn from_arguments(protocol: &str, args: &CheckArgs) -> Result<Vec<Service>, CheckError> {
     let host = match (&args.host, &args.host_flag) {
@@ -286,14 +266,12 @@ fn from_arguments(protocol: &str, args: &CheckArgs) -> Result<Vec<Service>, Chec
             )));
         }
     };
-    let mut text = format!(
-        "targets:\n  {}:\n    services:\n      - type: {}\n",
-        yaml_quote(host),
-        yaml_quote(protocol)
-    );
-    if let Some(p) = args.port {
-        text.push_str(&format!("        port: {p}\n"));
-    }
+    let mut one = OneService {
+        host: host.clone(),
+        service: protocol.to_string(),
+        port: args.port,
+        ..OneService::default()
+    };
     for o in &args.options {
         let Some((k, v)) = o.split_once('=') else {
             return Err(CheckError(format!(
@@ -309,9 +287,9 @@ fn from_arguments(protocol: &str, args: &CheckArgs) -> Result<Vec<Service>, Chec
                 "`{k}` is not a protocol option (use --port, --timeout; options are lowercase names such as expect_regex)"
             )));
         }
-        text.push_str(&format!("        {k}: {}\n", yaml_value(v)));
+        one.options.push((k.to_string(), option_value(v)));
     }
-    let config: Config = config::load(&text, "<command line>").map_err(|errors| {
+    let service = one.load("<command line>").map_err(|errors| {
         CheckError(
             errors
                 .0
@@ -321,7 +299,7 @@ fn from_arguments(protocol: &str, args: &CheckArgs) -> Result<Vec<Service>, Chec
                 .join("; "),
         )
     })?;
-    Ok(config.services().cloned().collect())
+    Ok(vec![service])
 }
 
 /// What one probe gave, judged against the thresholds.
@@ -398,17 +376,6 @@ fn judge(
     }
 }
 
-/// `host:port` (bracketing IPv6 literals) or just the host for protocols without a port.
-pub fn endpoint(service: &Service) -> String {
-    match service.options.port() {
-        Some(p) if service.host.contains(':') && !service.host.starts_with('[') => {
-            format!("[{}]:{p}", service.host)
-        }
-        Some(p) => format!("{}:{p}", service.host),
-        None => service.host.clone(),
-    }
-}
-
 /// A performance-data label, quoted when it has characters Nagios would split on.
 fn perf_label(label: &str) -> String {
     if label.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
@@ -428,7 +395,7 @@ fn perf_range(r: &Option<Range>) -> &str {
 pub fn line(v: &Verdict, plan: &Plan, prefix: &str) -> String {
     let proto = v.service.protocol.as_str().to_uppercase();
     let state = v.state.as_str();
-    let at = endpoint(&v.service);
+    let at = v.service.endpoint();
     let name = if v.service.name == v.service.protocol.as_str() || prefix.is_empty() {
         String::new()
     } else {
@@ -559,13 +526,6 @@ mod tests {
         assert!(t.latency.is_none());
         assert!(Threshold::parse("0.1,20").is_err());
         assert!(Threshold::parse(",").is_err());
-    }
-
-    #[test]
-    fn option_values_become_yaml() {
-        assert_eq!(yaml_value("100"), "100");
-        assert_eq!(yaml_value("[200, 301]"), "[200, 301]");
-        assert_eq!(yaml_value("^SSH-2.0 # x: y"), "\"^SSH-2.0 # x: y\"");
     }
 
     #[tokio::test]

@@ -154,20 +154,20 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct EchoServerArgs {
     /// Address to listen on (UDP, and TCP with --tcp): IP:PORT.
-    #[arg(long, value_name = "ADDR", default_value = crate::echo::server::DEFAULT_LISTEN,
-          value_parser = crate::echo::server::parse_listen)]
+    #[arg(long, value_name = "ADDR", default_value = crate::echo::settings::DEFAULT_LISTEN,
+          value_parser = crate::echo::settings::parse_listen)]
     pub listen: std::net::SocketAddr,
     /// Echo TCP connections on the same address too.
     #[arg(long)]
     pub tcp: bool,
     /// Answer only these networks (repeatable): `10.0.0.0/8`, `192.0.2.7`, `2001:db8::/32`.
     #[arg(long, value_name = "CIDR")]
-    pub allow: Vec<crate::echo::server::Net>,
+    pub allow: Vec<crate::echo::settings::Net>,
     /// Datagrams per second per source address; 0 turns the limit off.
-    #[arg(long = "rate-limit", value_name = "PPS", default_value_t = crate::echo::server::DEFAULT_RATE_LIMIT)]
+    #[arg(long = "rate-limit", value_name = "PPS", default_value_t = crate::echo::settings::DEFAULT_RATE_LIMIT)]
     pub rate_limit: u32,
     /// Largest datagram echoed, in bytes.
-    #[arg(long = "max-size", value_name = "BYTES", default_value_t = crate::echo::server::DEFAULT_MAX_SIZE)]
+    #[arg(long = "max-size", value_name = "BYTES", default_value_t = crate::echo::settings::DEFAULT_MAX_SIZE)]
     pub max_size: usize,
     /// Serve the server's metrics on /metrics at this address (off when not given).
     // Same id as serve's global flag, so this one (without its `:9855` default) takes its place.
@@ -183,8 +183,8 @@ pub struct EchoServerArgs {
 
 impl EchoServerArgs {
     /// The server settings the flags describe.
-    pub fn settings(&self) -> crate::echo::server::Settings {
-        crate::echo::server::Settings {
+    pub fn settings(&self) -> crate::echo::settings::Settings {
+        crate::echo::settings::Settings {
             listen: self.listen,
             allow: self.allow.clone(),
             rate_limit: self.rate_limit,
@@ -338,7 +338,7 @@ mod tests {
             panic!("echo-server expected")
         };
         assert_eq!(s.metrics_address(), None);
-        assert_eq!(s.settings(), crate::echo::server::Settings::default());
+        assert_eq!(s.settings(), crate::echo::settings::Settings::default());
         let a = Cli::try_parse_from([
             "netmon",
             "echo-server",

@@ -19,6 +19,7 @@
 pub mod base;
 pub mod check;
 pub mod cli;
+pub mod cmd;
 pub mod config;
 pub mod console;
 pub mod echo;
@@ -27,8 +28,8 @@ pub mod fuzzing;
 pub mod logging;
 pub mod metrics;
 pub mod probe;
+pub mod reload;
 pub mod runner;
-pub mod serve;
 pub mod shutdown;
 pub mod web;
 

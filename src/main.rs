@@ -71,7 +71,7 @@ fn serve(log: netmon::cli::LogArgs, args: netmon::cli::ServeArgs) -> anyhow::Res
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(netmon::serve::run(args))?;
+    rt.block_on(netmon::cmd::serve::run(args))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -103,7 +103,7 @@ fn echo_server(
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(netmon::echo::server::run(
+    rt.block_on(netmon::cmd::echo_server::run(
         args.settings(),
         args.metrics_address(),
     ))?;

@@ -98,7 +98,7 @@ pub struct Metrics {
     pub in_flight: Gauge,
     /// The hosted echo server's families, registered even without `echo_server:` so a
     /// reload can add one.
-    pub echo_server: crate::echo::server::Metrics,
+    pub echo_server: crate::echo::server::metrics::Metrics,
     /// Size of the last encoding: the next one reserves that much up front instead of
     /// growing (and copying) its buffer a dozen times on the way to megabytes.
     last_size: AtomicUsize,
@@ -177,7 +177,7 @@ impl Metrics {
         );
         ns.register("probes_in_flight", "Probes running now", in_flight.clone());
         let probe = ProbeMetrics::register(ns);
-        let echo_server = crate::echo::server::Metrics::register(ns);
+        let echo_server = crate::echo::server::metrics::Metrics::register(ns);
         Metrics {
             registry,
             common,

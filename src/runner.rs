@@ -26,7 +26,7 @@ use tracing::{Instrument, debug, info, info_span};
 use crate::base::labels::Labels;
 use crate::base::outcome::{Failure, Outcome, Reason, Target, round_of};
 use crate::base::round::Round;
-use crate::config::{Config, Service};
+use crate::config::model::{Config, Service};
 use crate::metrics::{Metrics, ServiceMetrics, unix_now};
 use crate::probe;
 use crate::probe::shape::Probe;

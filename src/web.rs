@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::base::listen::{GRACE, ListenError};
-use crate::config::{ClientAuth, TlsServerConfig};
-use crate::serve::Reloader;
+use crate::config::web_config::{ClientAuth, TlsServerConfig};
+use crate::reload::Reloader;
 
 /// Errors starting the web server.
 #[derive(Debug, thiserror::Error)]

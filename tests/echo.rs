@@ -193,7 +193,7 @@ fn client_against_the_server_is_all_intact() {
 
 #[test]
 fn default_listen_address_is_loopback_7007() {
-    let a = netmon::echo::server::Settings::default();
+    let a = netmon::echo::settings::Settings::default();
     assert_eq!(a.listen.to_string(), "127.0.0.1:7007");
 }
 

@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use netmon::echo::client::{Report, Session, SessionOptions, connect};
-use netmon::echo::server::{EchoServer, Metrics, Settings};
+use netmon::echo::server::EchoServer;
+use netmon::echo::server::metrics::Metrics;
+use netmon::echo::settings::Settings;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 

@@ -9,7 +9,7 @@
 
 use serde_yaml::{Mapping, Value};
 
-use super::{Config, Service, Target};
+use crate::config::model::{Config, Service, Target};
 use crate::probe::Protocol;
 
 /// Why a configuration could not be written as YAML.
@@ -100,7 +100,7 @@ fn service(s: &Service) -> Result<Value, SaveError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::load;
+    use crate::config::loader::load;
 
     /// Every tcp option, labels, defaults, intervals and timeouts at all three levels, a named
     /// service, and strings YAML would misread if written bare.

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{ConfigError, ConfigErrors, LoadError};
+use crate::config::error::{ConfigError, ConfigErrors, LoadError};
 
 /// The parsed web config; files are read when the server starts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

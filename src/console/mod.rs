@@ -33,8 +33,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cli::{LogArgs, ServeArgs};
+use crate::cmd::serve;
 use crate::logging;
-use crate::{serve, shutdown};
+use crate::shutdown;
 use helper::ConsoleHelper;
 
 /// The prompt.

@@ -14,12 +14,14 @@ use std::time::{Duration as StdDuration, SystemTime};
 
 use super::command::{self, Command, LogSetting};
 use crate::base::values::Duration;
-use crate::check::{endpoint, yaml_quote};
-use crate::config::{self, Config, Service, Source, Target};
+use crate::config;
+use crate::config::loader::Source;
+use crate::config::model::{Config, Service, Target};
+use crate::config::single::OneService;
 use crate::logging::LogControl;
 use crate::probe::Protocol;
+use crate::reload::Reloader;
 use crate::runner::{ServiceKey, ServiceStatus};
-use crate::serve::Reloader;
 
 /// The host and service names Tab completes, refreshed from the monitor.
 #[derive(Debug, Clone, Default)]
@@ -217,21 +219,14 @@ impl Session {
         every: Option<Duration>,
     ) -> Result<String, String> {
         let note = self.sync().await;
-        let mut snippet = format!(
-            "targets:\n  {}:\n    services:\n      - type: {}\n",
-            yaml_quote(host),
-            yaml_quote(service)
-        );
-        if let Some(d) = every {
-            snippet.push_str(&format!(
-                "        interval: {}\n",
-                yaml_quote(&d.to_string())
-            ));
+        let svc = OneService {
+            host: host.to_string(),
+            service: service.to_string(),
+            interval: every.map(|d| d.to_string()),
+            ..OneService::default()
         }
-        let parsed = config::load(&snippet, "<console>").map_err(|e| messages(&e))?;
-        let Some(svc) = parsed.services().next().cloned() else {
-            return Err("nothing to add".into());
-        };
+        .load("<console>")
+        .map_err(|e| messages(&e))?;
         let name = svc.name.clone();
         let host = svc.host.clone();
         let mut new = self.config.clone();
@@ -499,7 +494,7 @@ fn fit_timeouts(config: &mut Config, host: &str, service: Option<&str>) -> Strin
                 .own_interval
                 .or(t.interval)
                 .or(defaults.interval)
-                .map_or(config::DEFAULT_INTERVAL, |d| d.0);
+                .map_or(crate::config::model::DEFAULT_INTERVAL, |d| d.0);
             let timeout = s.own_timeout.or(t.timeout).or(defaults.timeout);
             if timeout.is_some_and(|t| t.0 >= interval) {
                 let fit = StdDuration::from_millis((interval.as_millis() * 9 / 10) as u64);
@@ -538,7 +533,7 @@ fn messages(errors: &config::ConfigErrors) -> String {
 }
 
 fn every(s: &Service) -> String {
-    format!("{} every {}", endpoint(s), Duration(s.interval))
+    format!("{} every {}", s.endpoint(), Duration(s.interval))
 }
 
 fn ms(d: StdDuration) -> String {

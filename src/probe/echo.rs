@@ -293,7 +293,9 @@ impl Probe for EchoProbe {
 mod tests {
     use super::*;
     use crate::base::labels::Labels;
-    use crate::echo::server::{EchoServer, Metrics as ServerMetrics, Settings};
+    use crate::echo::server::EchoServer;
+    use crate::echo::server::metrics::Metrics as ServerMetrics;
+    use crate::echo::settings::Settings;
     use crate::probe::ProbeMetrics;
     use prometheus_client::registry::Registry;
     use tokio::net::UdpSocket;

@@ -1378,7 +1378,7 @@ mod tests {
     #[test]
     fn options_come_from_the_config_with_defaults_and_typo_hints() {
         let text = "targets:\n  127.0.0.1:\n    services:\n      - ICMP\n      - { type: icmp, name: big, count: 5, packet_interval: 100ms, payload_size: 1400, ip: ipv4 }\n";
-        let c = crate::config::load(text, "t.yml").unwrap();
+        let c = crate::config::loader::load(text, "t.yml").unwrap();
         let opts: Vec<_> = c.services().map(|s| s.options.clone()).collect();
         assert_eq!(
             opts[0],
@@ -1399,11 +1399,11 @@ mod tests {
             })
         );
         let bad = "targets:\n  h:\n    services:\n      - { type: icmp, cuont: 5 }\n";
-        let e = crate::config::load(bad, "t.yml").unwrap_err().to_string();
+        let e = crate::config::loader::load(bad, "t.yml").unwrap_err().to_string();
         assert!(e.contains("t.yml:4:"), "{e}");
         assert!(e.contains("`count`"), "{e}");
         let bad = "targets:\n  h:\n    services:\n      - \"ICMP:7\"\n";
-        assert!(crate::config::load(bad, "t.yml").is_err());
+        assert!(crate::config::loader::load(bad, "t.yml").is_err());
     }
 
     #[test]

@@ -593,14 +593,14 @@ mod tests {
         assert!(!text.contains("service=\"ntp\""), "{text}");
     }
 
-    fn service(yaml_service: &str) -> Result<crate::config::Service, String> {
+    fn service(yaml_service: &str) -> Result<crate::config::model::Service, String> {
         let text = format!("targets:\n  127.0.0.1:\n    services: [{yaml_service}]\n");
-        crate::config::load(&text, "t.yml")
+        crate::config::loader::load(&text, "t.yml")
             .map(|c| c.services().next().unwrap().clone())
             .map_err(|e| e.to_string())
     }
 
-    fn ntp_options(s: &crate::config::Service) -> &Options {
+    fn ntp_options(s: &crate::config::model::Service) -> &Options {
         match &s.options {
             crate::probe::Options::Ntp(o) => o,
             other => panic!("not ntp options: {other:?}"),

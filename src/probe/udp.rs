@@ -405,7 +405,7 @@ mod tests {
     #[test]
     fn options_come_from_the_config() {
         let text = "targets:\n  h:\n    services:\n      - \"UDP:53\"\n      - { type: udp, port: 161, send_hex: '30 26', expect_regex: '^0', silence_is_up: true, ip: ipv6, max_read: 512 }\n";
-        let c = crate::config::load(text, "t.yml").unwrap();
+        let c = crate::config::loader::load(text, "t.yml").unwrap();
         let s: Vec<_> = c.services().collect();
         assert_eq!(s[0].name, "udp:53");
         assert_eq!(
@@ -429,10 +429,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let bad = "targets:\n  h:\n    services:\n      - { type: udp, port: 9, send: a, send_hex: '00' }\n";
-        let e = crate::config::load(bad, "t.yml").unwrap_err().to_string();
+        let e = crate::config::loader::load(bad, "t.yml").unwrap_err().to_string();
         assert!(e.contains("not both"), "{e}");
         let bad = "targets:\n  h:\n    services:\n      - { type: udp, send: a }\n";
-        let e = crate::config::load(bad, "t.yml").unwrap_err().to_string();
+        let e = crate::config::loader::load(bad, "t.yml").unwrap_err().to_string();
         assert!(e.contains("needs a port"), "{e}");
     }
 

@@ -1,23 +1,22 @@
-//! `netmon serve`: load the config, start the monitor and the web server, reload on SIGHUP or
-//! `POST /-/reload`, and stop cleanly on SIGINT/SIGTERM.
+//! Reloading: the configuration read again from its source and applied to the running
+//! monitor and hosted echo server. Shared by SIGHUP, `POST /-/reload` and the console.
 
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
-use crate::cli::ServeArgs;
-use crate::config::{self, LoadError, Source};
-use crate::echo::server::{self as echo_server, EchoServer};
+use crate::config::error::LoadError;
+use crate::config::loader::Source;
+use crate::echo::server::EchoServer;
 use crate::metrics::Metrics;
 use crate::runner::{Changes, Monitor, ServiceStatus};
-use crate::{shutdown, web};
 
 /// Reloads the configuration from its source into the running monitor. Shared by SIGHUP, the
 /// web endpoint and the console.
 #[derive(Debug)]
+
 pub struct Reloader {
     source: Source,
     monitor: Mutex<Monitor>,
@@ -30,14 +29,17 @@ pub struct Reloader {
 #[derive(Debug, Default)]
 struct HostedEcho {
     /// Its families in the main registry; `None` when this reloader hosts no echo server.
-    metrics: Option<echo_server::Metrics>,
+    metrics: Option<crate::echo::server::metrics::Metrics>,
     running: Option<EchoServer>,
     shutdown: CancellationToken,
 }
 
 impl HostedEcho {
     /// Makes the running server match `want`. On failure nothing runs and the error says why.
-    async fn apply(&mut self, want: Option<&echo_server::Settings>) -> Result<(), String> {
+    async fn apply(
+        &mut self,
+        want: Option<&crate::echo::settings::Settings>,
+    ) -> Result<(), String> {
         let Some(metrics) = self.metrics.clone() else {
             return Ok(());
         };
@@ -73,7 +75,7 @@ impl Reloader {
     /// registry), starting with `running`, stopped by `shutdown`.
     pub fn with_echo_server(
         self,
-        metrics: echo_server::Metrics,
+        metrics: crate::echo::server::metrics::Metrics,
         running: Option<EchoServer>,
         shutdown: CancellationToken,
     ) -> Self {
@@ -163,110 +165,4 @@ impl Reloader {
     pub fn source(&self) -> &Source {
         &self.source
     }
-}
-
-/// Starts the monitor and web server for `args`; returns them running.
-pub async fn start(
-    args: &ServeArgs,
-    shutdown: CancellationToken,
-) -> anyhow::Result<(Arc<Reloader>, tokio::task::JoinHandle<()>)> {
-    let source = Source::choose(args.config_file.clone());
-    let config = source.load().with_context(|| format!("loading {source}"))?;
-    let web_config = match &args.web_config_file {
-        Some(p) => config::load_web_config(p)
-            .with_context(|| format!("loading --web.config.file {}", p.display()))?,
-        None => config::WebConfig::default(),
-    };
-    let tls = web_config
-        .tls_server_config
-        .as_ref()
-        .map(web::tls_acceptor)
-        .transpose()?;
-    let metrics = Arc::new(Metrics::new());
-    let echo_metrics = metrics.echo_server.clone();
-    let mut monitor = Monitor::new(metrics.clone(), args.max_in_flight);
-    let listener = crate::base::listen::bind(&args.listen_address).await?;
-    let local = listener
-        .local_addr()
-        .context("reading the listen address")?;
-    // Before the probes, so an `echo` service of this host finds it from its first probe.
-    let echo = match &config.echo_server {
-        Some(settings) => Some(
-            EchoServer::start(settings.clone(), &echo_metrics, &shutdown)
-                .await
-                .context("starting the echo server (`echo_server:` in the config)")?,
-        ),
-        None => None,
-    };
-    let changes = monitor.apply(&config).await;
-    if !changes.failed.is_empty() {
-        monitor.stop_all().await;
-        if let Some(e) = echo {
-            e.stop().await;
-        }
-        return Err(LoadError::Start(changes.failed).into());
-    }
-    metrics.reloaded(true);
-    info!(
-        config = %source,
-        services = changes.added,
-        version = env!("CARGO_PKG_VERSION"),
-        "netmon started"
-    );
-    let shown = if local.ip().is_unspecified() {
-        format!("localhost:{}", local.port())
-    } else {
-        local.to_string()
-    };
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    info!(
-        address = %local,
-        tls = tls.is_some(),
-        basic_auth = !web_config.basic_auth_users.is_empty(),
-        "serving metrics at {scheme}://{shown}{}",
-        args.telemetry_path
-    );
-    let reloader = Arc::new(Reloader::new(source, monitor).with_echo_server(
-        echo_metrics,
-        echo,
-        shutdown.clone(),
-    ));
-    let state = Arc::new(web::AppState {
-        reloader: reloader.clone(),
-        telemetry_path: args.telemetry_path.clone(),
-        reload_enabled: !args.disable_reload,
-        auth: (!web_config.basic_auth_users.is_empty())
-            .then(|| Arc::new(web::BasicAuth::new(web_config.basic_auth_users.clone()))),
-    });
-    let web = tokio::spawn(web::serve(listener, state, tls, shutdown));
-    Ok((reloader, web))
-}
-
-/// `netmon serve`.
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let mut signals = shutdown::Signals::new().context("installing signal handlers")?;
-    let token = CancellationToken::new();
-    let (reloader, web) = start(&args, token.clone()).await?;
-    loop {
-        match signals.next().await {
-            shutdown::Signal::Reload => {
-                let _ = reloader.reload().await;
-            }
-            shutdown::Signal::Stop(name) => {
-                info!(signal = name, "stopping");
-                break;
-            }
-        }
-    }
-    token.cancel();
-    reloader.monitor().lock().await.stop_all().await;
-    reloader.stop_echo_server().await;
-    if tokio::time::timeout(crate::base::listen::GRACE * 2, web)
-        .await
-        .is_err()
-    {
-        warn!("web server did not stop in time");
-    }
-    info!("stopped");
-    Ok(())
 }

@@ -1,0 +1,5 @@
+//! The commands: each turns its command-line arguments into the lower layers' own types and
+//! runs them. Only this layer (and `crate::cli`) sees clap types.
+
+pub mod echo_server;
+pub mod serve;
