@@ -79,7 +79,7 @@ class Flapper:
 
 
 def serve(args):
-    rng = random.Random(args.seed)
+    rng = random.Random(args.rng_state)
     sel = selectors.DefaultSelector()
     hosts = stable_hosts(args.stable, args.per_host)
     socks = []
@@ -286,7 +286,7 @@ def main():
     s.add_argument("--max-hold", type=float, default=60)
     s.add_argument("--startup", type=float, default=15, help="seconds before the first change")
     s.add_argument("--settle", type=float, default=30)
-    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--rng-state", type=int, default=1)
     c = sub.add_parser("check")
     c.add_argument("--log", required=True)
     c.add_argument("--netmon", required=True)

@@ -1,18 +1,16 @@
 //! netmon: a network monitor and Prometheus exporter.
 //!
 //! # Layout
-//! - [`cli`]: the command line (clap).
-//! - [`config`]: what the user wrote, validated into typed values with located errors.
-//! - [`probe`]: one file per protocol behind the [`probe::shape::Probe`] trait.
-//! - [`echo`]: the UDP echo server, its client and their wire format.
-//! - [`runner`]: one task per service on absolute deadlines; reconciles on reload.
-//! - [`metrics`]: the registry, common families and `process_*` metrics.
-//! - [`web`]: `/metrics`, `/-/healthy`, `/-/ready`, `POST /-/reload` and the landing page.
-//! - [`serve`]: the `serve` command wiring all of the above with signals.
-//! - [`check`]: `netmon check`, one-shot probes answering as a Nagios plugin.
-//! - [`console`]: `netmon console`, the monitor with an interactive prompt.
-//! - [`logging`], [`shutdown`]: stdout logging with RFC 3339 times; signal handling.
-//! - `fuzzing` (hidden): the entry points of the fuzz targets in `fuzz/`.
+//! Layers, each importing from itself and the layers below; the module graph has no cycle
+//! (`.ci/module_cycles.py` checks it in CI):
+//! - leaf: [`base`] (config values, hints, labels, outcomes, rounds, resolution, listening
+//!   sockets), [`echo::wire`] and [`echo::settings`];
+//! - domain: [`probe`] (the protocol table, [`probe::shape`], one module per protocol) and the
+//!   [`echo`] server and client;
+//! - engine: [`config`], [`runner`], [`metrics`];
+//! - app: [`web`], [`reload`], [`logging`], [`shutdown`];
+//! - edges: [`cli`], [`cmd`], [`check`], [`console`]; `fuzzing` (hidden) holds the entry points
+//!   of the fuzz targets in `fuzz/`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 

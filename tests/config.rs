@@ -220,9 +220,9 @@ fn the_full_form_parses_to_the_expected_model() {
 }
 
 #[test]
-fn the_seed_dictionary_parses_to_the_expected_model() {
+fn the_classic_dictionary_parses_to_the_expected_model() {
     use netmon::probe::Protocol;
-    let c = config::load_file(Path::new("examples/seed.yml")).unwrap();
+    let c = config::load_file(Path::new("examples/classic.yml")).unwrap();
     let got: Vec<(&str, &str, Protocol, u64)> = c
         .services()
         .map(|s| {
@@ -240,7 +240,7 @@ fn the_seed_dictionary_parses_to_the_expected_model() {
             ("www.google.com", "http", Protocol::Http, 60),
             ("www.google.com", "icmp", Protocol::Icmp, 60),
             ("pool.ntp.org", "ntp", Protocol::Ntp, 120),
-            // The seed's bare `UDP` is the echo check against our echo server's port.
+            // The classic form's bare `UDP` is the echo check against our echo server's port.
             ("localhost", "echo", Protocol::Echo, 180),
         ]
     );

@@ -1,6 +1,6 @@
 //! End to end: `netmon echo-server` and its defences, `netmon echo` against it and against
 //! deliberately broken reflectors, the `echo` probe through /metrics with the server hosted by
-//! `serve`, and the seed's two-terminal demo. Loopback only, ephemeral ports.
+//! `serve`, and the original Python monitor's two-terminal demo. Loopback only, ephemeral ports.
 
 mod common;
 
@@ -529,7 +529,7 @@ fn echo_probe_end_to_end_with_the_server_hosted_by_serve() {
 
 #[test]
 fn seed_two_terminal_demo() {
-    // Terminal 1: `netmon echo-server`. The seed uses the default port 7007; when something
+    // Terminal 1: `netmon echo-server`. The original Python monitor uses the default port 7007; when something
     // else holds it on this machine, the same demo runs on a free port.
     let try_default = UdpSocket::bind("127.0.0.1:7007").is_ok();
     let (server, services) = if try_default {
@@ -542,7 +542,7 @@ fn seed_two_terminal_demo() {
             format!("[{{type: echo, port: {port}}}]"),
         )
     };
-    // Terminal 2: `netmon` with the seed's `localhost: {services: [UDP]}`.
+    // Terminal 2: `netmon` with the classic form's `localhost: {services: [UDP]}`.
     let config = format!("targets:\n  localhost: {{ services: {services}, interval: 1s }}\n");
     let mut n = Netmon::start(&config, &[]);
     let labels = [("host", "localhost"), ("protocol", "echo")];
@@ -574,7 +574,7 @@ fn config_echo_server_key_is_validated_with_locations() {
     assert_eq!(s.allow.len(), 2);
     assert!(s.tcp);
     assert_eq!((s.rate_limit, s.max_size), (1000, 2048));
-    // The seed's bare UDP is the echo check on port 7007.
+    // The classic form's bare UDP is the echo check on port 7007.
     let svc = ok.services().next().unwrap();
     assert_eq!(svc.protocol, netmon::probe::Protocol::Echo);
     assert_eq!(svc.name, "echo");

@@ -3,7 +3,7 @@
 //!
 //! - `fuzz/regressions/<target>/<name>`: inputs that once crashed a target (see
 //!   docs/fuzzing.md for what each one found).
-//! - `fuzz/seeds/<target>/<name>`: the hand-written seed corpus `fuzz/run.sh` starts from;
+//! - `fuzz/seeds/<target>/<name>`: the hand-written starting corpus `fuzz/run.sh` starts from;
 //!   valid inputs among them exercise the round-trip assertions.
 
 use std::path::{Path, PathBuf};
@@ -50,7 +50,10 @@ fn every_stored_crash_input_is_handled() {
 #[test]
 fn every_seed_input_is_handled() {
     let n = replay("seeds");
-    assert!(n >= TARGETS.len(), "each target has at least one seed: {n}");
+    assert!(
+        n >= TARGETS.len(),
+        "each target has at least one corpus input: {n}"
+    );
 }
 
 #[test]

@@ -420,7 +420,7 @@ impl Loader<'_> {
         let (protocol, port, options_node, name, own_interval, own_timeout) = match node {
             Node::Scalar(s) => {
                 let (protocol, port) = self.protocol_and_port(s.as_str(), s.span())?;
-                // The seed's bare `UDP` (no port) is the echo check against our echo server.
+                // The classic form's bare `UDP` (no port) is the echo check against our echo server.
                 let protocol = if protocol == Protocol::Udp && port.is_none() {
                     Protocol::Echo
                 } else {
@@ -592,7 +592,7 @@ impl Loader<'_> {
             None => {
                 let mut hint = did_you_mean(name, Protocol::ALL.iter().map(|p| p.as_str()));
                 if name.chars().any(|c| c.is_ascii_uppercase()) {
-                    // Answer in the user's style: `HTPP` gets `HTTP`, as the seed wrote them.
+                    // Answer in the user's style: `HTPP` gets `HTTP`, as the classic form writes them.
                     hint = hint.to_uppercase().replace("DID YOU MEAN", "did you mean");
                 }
                 self.err(

@@ -71,7 +71,7 @@ fn service(s: &Service) -> Result<Value, SaveError> {
         _ => return Err(SaveError::NotAMapping(s.protocol, s.host.clone())),
     };
     let plain = !s.named && s.own_interval.is_none() && s.own_timeout.is_none();
-    // A bare `udp` means the echo check (the seed's shorthand), so udp is always a mapping.
+    // A bare `udp` means the echo check (the classic form's shorthand), so udp is always a mapping.
     if plain && s.protocol != Protocol::Udp {
         if options.is_empty() {
             return Ok(Value::String(s.protocol.as_str().to_string()));

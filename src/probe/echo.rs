@@ -1,5 +1,5 @@
 //! The `echo` probe: one session of the echo client (`crate::echo::client`) against a UDP echo
-//! server such as `netmon echo-server`. The seed's bare `UDP` (no port) is this probe.
+//! server such as `netmon echo-server`. The classic form's bare `UDP` (no port) is this probe.
 //!
 //! Up when no reply is corrupted and the loss is within `max_loss` (by default: at least one
 //! intact reply); latency is the mean RTT. Packets, RTTs, loss and jitter go to the shared
