@@ -1,5 +1,5 @@
 #!/bin/sh
-# Echo server and client benchmarks (issue 7 item 5, issue 8 item 4); results go in
+# Echo server and client benchmarks; results go in
 # BENCHMARKS.md, "Echo server and client". Loopback only; every run is bounded in time.
 #
 #   bench/echo.sh [SECONDS]       # SECONDS per server run (default 5)

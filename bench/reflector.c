@@ -1,6 +1,6 @@
 /*
  * A minimal UDP echo reflector for the echo benchmark only (not part of netmon): the C-level
- * ceiling netmon's echo server is compared with (issue 7 item 5). One thread, one socket,
+ * ceiling netmon's echo server is compared with. One thread, one socket,
  * recvmmsg of up to BATCH datagrams then one sendmmsg of them back to their sources; no
  * checks at all. Same 4 MiB receive buffer as netmon's server.
  *

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Soak test (issue 8 item 6; not run by CI): netmon probes a few thousand loopback services,
+# Soak test (not run by CI): netmon probes a few thousand loopback services,
 # a tenth of them flapping, for DURATION seconds (default 1200 = 20 minutes). Every 10 s it
 # samples netmon's RSS, open fds, threads (and `netmon_runtime_tasks` when the binary exports
 # it); at the end it checks that RSS, fds and tasks stayed flat and that every state change of

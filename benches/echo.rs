@@ -1,5 +1,5 @@
-//! Benchmark: the UDP echo server and client against a C-level ceiling (issue 7 item 5) and the
-//! server's defences under a flood (issue 8 item 4). `bench/echo.sh` runs every mode.
+//! Benchmark: the UDP echo server and client against a C-level ceiling and the
+//! server's defences under a flood. `bench/echo.sh` runs every mode.
 //!
 //! `cargo bench --bench echo -- MODE [SECONDS]`, MODE one of:
 //! - `server`: a closed-loop load generator (several sockets, batched `sendmmsg`/`recvmmsg`, a

@@ -1,4 +1,4 @@
-//! The echo server's defences under abuse (issue 8 item 4), in a few seconds on loopback: a
+//! The echo server's defences under abuse, in a few seconds on loopback: a
 //! bounded flood from one source far above its rate limit does not stop a legitimate client
 //! from getting its replies; datagrams from source ports 7 and 19, from outside `allow`, and
 //! over `max_size` are never answered and are counted by reason.

@@ -1,4 +1,4 @@
-//! Hostile peers (issue 8 item 2): the real `netmon` binary probing servers on 127.0.0.1 that
+//! Hostile peers: the real `netmon` binary probing servers on 127.0.0.1 that
 //! misbehave on purpose, through /metrics. For every peer: the failure `reason` it must give
 //! (`netmon_probe_failures_total{reason}`, and `netmon_up 0`), no panic (the process stays up
 //! and logs none), and no leak: the open fds (`/proc/PID/fd`) and the tokio runtime's alive

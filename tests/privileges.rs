@@ -1,4 +1,4 @@
-//! Running without root (issue 8 item 7; docs/privileges.md): a copy of the real binary, run as
+//! Running without root (docs/privileges.md): a copy of the real binary, run as
 //! `nobody`, pings 127.0.0.1
 //!
 //! * with only `cap_net_raw` as a file capability (raw ICMP socket);

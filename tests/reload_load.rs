@@ -1,4 +1,4 @@
-//! Reload under load (issue 8 item 5): the real binary probes ~3,000 TCP and UDP services on
+//! Reload under load: the real binary probes ~3,000 TCP and UDP services on
 //! 127.77.0.0/16 while a thread scrapes `/metrics` without pause, and two reloads (SIGHUP, then
 //! `POST /-/reload`) each change a tenth of the services. Then a burst of SIGHUPs.
 //!
