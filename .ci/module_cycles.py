@@ -1,90 +1,182 @@
-"""Fails when the module import graph of src/ has a cycle. Each file is a node; an edge is a
-`crate::`/`super::`/`self::` path (or a child module's path) that names an item of another file.
-Usage: python3 .ci/module_cycles.py [src] [-a: print every edge]"""
-import os,re,sys
-root=sys.argv[1] if len(sys.argv)>1 else 'src'
-files={}
-for d,_,fs in os.walk(root):
-    for f in fs:
-        if f.endswith('.rs'):
-            p=os.path.join(d,f); rel=os.path.relpath(p,root)
-            parts=rel[:-3].split('/')
-            if parts[-1]=='mod': parts=parts[:-1]
-            if parts==['lib'] or parts==['main']: parts=[]  if parts==['lib'] else None
-            if parts is None: continue
-            files[tuple(parts)]=rel
-def strip(t):
-    m=re.search(r'#\[cfg\(test\)\]\s*mod tests\s*\{',t)
-    if m: t=t[:m.start()]
-    t=re.sub(r'//[^\n]*','',t)
-    return t
-edges={}
-for mod,rel in files.items():
-    if rel.endswith('tests.rs'): continue
-    t=strip(open(os.path.join(root,rel)).read())
-    deps=set()
-    # expand use groups crudely: find crate:: and super:: paths
-    for m in re.finditer(r'\b(crate|super|self)((?:::\s*(?:\w+|\{))+)',t):
-        base=m.group(1); rest=m.group(2)
-        segs=[s.strip() for s in rest.split('::') if s.strip()]
-        segs=[s for s in segs if s!='{']
-        # segs may end with '{' removed
-        if base=='crate': start=[]
-        elif base=='super':
-            start=list(mod[:-1]) if not rel.endswith('mod.rs') else list(mod[:-1])
-            # file foo.rs in dir: super = parent module
-            start=list(mod[:-1])
-            while segs and segs[0]=='super': segs.pop(0); start=start[:-1]
-        else: start=list(mod)
-        path=start+[s for s in segs if re.match(r'^\w+$',s)]
-        # longest prefix that is a file
-        best=None
-        for i in range(len(path),-1,-1):
-            if tuple(path[:i]) in files: best=tuple(path[:i]); break
-        # if a brace group follows the path, the items may be modules
-        if best is not None and best!=mod: deps.add(best)
-    # brace groups: crate::a::{b, c::d}
-    for m in re.finditer(r'\b(crate|super)((?:::\w+)*)::\{([^;]*?)\};',t,re.S):
-        base=m.group(1); pre=[s for s in m.group(2).split('::') if s]
-        start=[] if base=='crate' else list(mod[:-1])
-        for item in re.split(r',',m.group(3)):
-            item=item.strip()
-            if not item: continue
-            segs=start+pre+[s for s in re.split(r'::',item.split(' as ')[0]) if re.match(r'^\w+$',s.strip())]
-            for i in range(len(segs),-1,-1):
-                if tuple(segs[:i]) in files:
-                    if tuple(segs[:i])!=mod: deps.add(tuple(segs[:i]))
-                    break
-    for f in files:
-        if len(f)==len(mod)+1 and f[:len(mod)]==mod:
-            if re.search(r'(?<![:\w])'+f[-1]+r'::',t): deps.add(f)
-    deps.discard(())  # lib.rs
-    edges[mod]=deps
-# cycles via tarjan
-idx={};low={};st=[];on=set();sccs=[];c=[0]
-sys.setrecursionlimit(10000)
-def sc(v):
-    idx[v]=low[v]=c[0];c[0]+=1;st.append(v);on.add(v)
-    for w in edges.get(v,()):
-        if w not in idx: sc(w);low[v]=min(low[v],low[w])
-        elif w in on: low[v]=min(low[v],idx[w])
-    if low[v]==idx[v]:
-        comp=[]
-        while True:
-            w=st.pop();on.discard(w);comp.append(w)
-            if w==v:break
-        if len(comp)>1:sccs.append(comp)
-for v in edges:
-    if v not in idx: sc(v)
-for comp in sccs:
-    print(len(comp),'files in cycle:')
-    s=set(comp)
-    for v in sorted(comp):
-        print('  ','/'.join(v),'->',sorted('/'.join(w) for w in edges[v] if w in s))
-if '-a' in sys.argv:
-    for v in sorted(edges): print('/'.join(v),'->',sorted('/'.join(w) for w in edges[v]))
+"""Checks the module import graph of src/: no cycle, and every import points to its own layer
+or a lower one.
 
-if sccs:
-    print('module cycles found: import from the defining file, one layer down')
-    sys.exit(1)
-print('no module cycle in', len(edges), 'files')
+Each file is a node; an edge is a `crate::`/`super::`/`self::` path (or a child module's path)
+that names an item of another file. Test modules (`#[cfg(test)] mod tests { ... }` at the end
+of a file, and files named tests.rs) are left out: tests may use anything.
+
+Usage: python3 .ci/module_cycles.py [src] [-a: print every edge]
+"""
+import os
+import re
+import sys
+
+# The layers, lowest first. A module belongs to the layer of the longest prefix listed here;
+# README's "Layout" section describes the same table.
+LAYERS = [
+    ("leaf", ["base", "echo::wire", "echo::settings"]),
+    ("domain", ["probe", "echo"]),
+    ("engine", ["config", "runner", "metrics"]),
+    ("app", ["web", "reload", "logging", "shutdown"]),
+    ("edge", ["cli", "cmd", "console", "fuzzing", ""]),
+]
+
+
+def layer_of(module):
+    """The layer index of a module path (a tuple of names)."""
+    best, best_len = None, -1
+    for index, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            parts = tuple(prefix.split("::")) if prefix else ()
+            if module[: len(parts)] == parts and len(parts) > best_len:
+                best, best_len = index, len(parts)
+    return best
+
+
+def modules(root):
+    """Maps each module path to its file, relative to `root`; main.rs is the binary, not a module."""
+    found = {}
+    for directory, _, names in os.walk(root):
+        for name in names:
+            if not name.endswith(".rs"):
+                continue
+            rel = os.path.relpath(os.path.join(directory, name), root)
+            parts = rel[:-3].split("/")
+            if parts[-1] == "mod":
+                parts = parts[:-1]
+            if parts == ["main"]:
+                continue
+            if parts == ["lib"]:
+                parts = []
+            found[tuple(parts)] = rel
+    return found
+
+
+def code_of(text):
+    """The text without its trailing test module and without line comments."""
+    tests = re.search(r"#\[cfg\(test\)\]\s*mod tests\s*\{", text)
+    if tests:
+        text = text[: tests.start()]
+    return re.sub(r"//[^\n]*", "", text)
+
+
+def longest_file(path, files):
+    for i in range(len(path), -1, -1):
+        if tuple(path[:i]) in files:
+            return tuple(path[:i])
+    return None
+
+
+def imports(module, text, files):
+    """The modules (files) that `module`'s code names."""
+    deps = set()
+    parent = list(module[:-1])
+    for m in re.finditer(r"\b(crate|super|self)((?:::\s*(?:\w+|\{))+)", text):
+        segments = [s.strip() for s in m.group(2).split("::") if s.strip() and s.strip() != "{"]
+        if m.group(1) == "crate":
+            start = []
+        elif m.group(1) == "super":
+            start = parent[:]
+            while segments and segments[0] == "super":
+                segments.pop(0)
+                start = start[:-1]
+        else:
+            start = list(module)
+        path = start + [s for s in segments if re.match(r"^\w+$", s)]
+        deps.add(longest_file(path, files))
+    # Brace groups name several paths at once: crate::a::{b, c::d}.
+    for m in re.finditer(r"\b(crate|super)((?:::\w+)*)::\{([^;]*?)\};", text, re.S):
+        prefix = [s for s in m.group(2).split("::") if s]
+        start = [] if m.group(1) == "crate" else parent[:]
+        for item in m.group(3).split(","):
+            item = item.strip().split(" as ")[0]
+            if item:
+                names = [s.strip() for s in item.split("::") if re.match(r"^\w+$", s.strip())]
+                deps.add(longest_file(start + prefix + names, files))
+    # A child module used by its bare name: `child::Item`.
+    for f in files:
+        if len(f) == len(module) + 1 and f[: len(module)] == module:
+            if re.search(r"(?<![:\w])" + f[-1] + r"::", text):
+                deps.add(f)
+    deps.discard(None)
+    deps.discard(module)
+    deps.discard(())  # lib.rs only declares the modules
+    return deps
+
+
+def cycles(edges):
+    """Strongly connected components with more than one file (Tarjan)."""
+    index, low, stack, on_stack, found, counter = {}, {}, [], set(), [], [0]
+    sys.setrecursionlimit(10000)
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in edges.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(component)
+
+    for v in edges:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def name(module):
+    return "::".join(module) or "lib"
+
+
+def main():
+    args = [a for a in sys.argv[1:] if not a.startswith("-")]
+    root = args[0] if args else "src"
+    files = modules(root)
+    edges = {}
+    for module, rel in files.items():
+        if rel.endswith("tests.rs"):
+            continue
+        with open(os.path.join(root, rel)) as f:
+            edges[module] = imports(module, code_of(f.read()), files)
+    if "-a" in sys.argv:
+        for v in sorted(edges):
+            print(name(v), "->", sorted(name(w) for w in edges[v]))
+
+    failed = False
+    for component in cycles(edges):
+        failed = True
+        members = set(component)
+        print(len(component), "files in a cycle:")
+        for v in sorted(component):
+            print("  ", name(v), "->", sorted(name(w) for w in edges[v] if w in members))
+    unplaced = sorted(name(v) for v in edges if layer_of(v) is None)
+    if unplaced:
+        failed = True
+        print("modules in no layer (add them to LAYERS):", ", ".join(unplaced))
+    for v in sorted(edges):
+        for w in sorted(edges[v]):
+            lv, lw = layer_of(v), layer_of(w)
+            if lv is not None and lw is not None and lw > lv:
+                failed = True
+                print(f"upward import: {name(v)} ({LAYERS[lv][0]}) uses {name(w)} ({LAYERS[lw][0]})")
+    if failed:
+        print("import from the defining module one layer down, or move the item to the layer that needs it")
+        sys.exit(1)
+    print("no module cycle and no upward import in", len(edges), "files")
+
+
+if __name__ == "__main__":
+    main()

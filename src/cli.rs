@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::logging;
+
 /// A network monitor and Prometheus exporter.
 ///
 /// Without a command, `netmon` runs `serve`.
@@ -57,8 +59,9 @@ Examples:
   netmon check icmp 192.0.2.1 -w 0.1,20% -c 0.2,60%
   netmon check --config.file netmon.yml --host www.example.com")]
 pub struct CheckArgs {
-    /// The protocol to probe (http, https, icmp, dns, ntp, tcp, udp, echo).
-    #[arg(value_name = "PROTOCOL")]
+    /// The protocol to probe; the help lists the protocol table, so a new protocol shows up
+    /// there by itself.
+    #[arg(value_name = "PROTOCOL", help = protocol_help())]
     pub protocol: Option<String>,
     /// The host to probe.
     #[arg(value_name = "HOST")]
@@ -246,6 +249,13 @@ pub struct LogArgs {
     pub format: LogFormat,
 }
 
+fn protocol_help() -> String {
+    format!(
+        "The protocol to probe ({})",
+        crate::probe::Protocol::names()
+    )
+}
+
 /// Log levels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogLevel {
@@ -261,15 +271,14 @@ pub enum LogLevel {
     Trace,
 }
 
-impl LogLevel {
-    /// The level's name for tracing's filter.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogLevel::Error => "error",
-            LogLevel::Warn => "warn",
-            LogLevel::Info => "info",
-            LogLevel::Debug => "debug",
-            LogLevel::Trace => "trace",
+impl From<LogLevel> for logging::Level {
+    fn from(l: LogLevel) -> Self {
+        match l {
+            LogLevel::Error => logging::Level::Error,
+            LogLevel::Warn => logging::Level::Warn,
+            LogLevel::Info => logging::Level::Info,
+            LogLevel::Debug => logging::Level::Debug,
+            LogLevel::Trace => logging::Level::Trace,
         }
     }
 }
@@ -281,6 +290,15 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+impl From<LogFormat> for logging::Format {
+    fn from(f: LogFormat) -> Self {
+        match f {
+            LogFormat::Text => logging::Format::Text,
+            LogFormat::Json => logging::Format::Json,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use hickory_proto::op::Query;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
 use crate::base::values::Regex;
-use crate::check::{Range, Threshold};
+use crate::cmd::check::{Range, Threshold};
 use crate::config;
 use crate::echo::wire;
 use crate::probe::{dns, http, icmp, tcp, udp};

@@ -9,18 +9,19 @@
 //!   [`echo`] server and client;
 //! - engine: [`config`], [`runner`], [`metrics`];
 //! - app: [`web`], [`reload`], [`logging`], [`shutdown`];
-//! - edges: [`cli`], [`cmd`], [`check`], [`console`]; `fuzzing` (hidden) holds the entry points
-//!   of the fuzz targets in `fuzz/`.
+//! - edges: [`cli`], [`cmd`] (one module per command: serve, check, echo, echo-server),
+//!   [`console`]; `fuzzing` (hidden, only with the `fuzzing` feature or in tests) holds the
+//!   entry points of the fuzz targets in `fuzz/`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod base;
-pub mod check;
 pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod console;
 pub mod echo;
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod logging;

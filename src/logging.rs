@@ -10,7 +10,42 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::time::UtcTime;
 
-use crate::cli::{LogFormat, LogLevel};
+/// The least severe level logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// Start-up, reloads, first results and state changes.
+    Info,
+    /// Every probe result.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl Level {
+    /// The level's name for tracing's filter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Error => "error",
+            Level::Warn => "warn",
+            Level::Info => "info",
+            Level::Debug => "debug",
+            Level::Trace => "trace",
+        }
+    }
+}
+
+/// How a log line is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
 /// Changes the filter of the subscriber [`init_reloadable`] installed.
 pub struct LogControl {
@@ -42,7 +77,7 @@ impl LogControl {
 
 /// Installs the global subscriber writing to `writer`. `RUST_LOG`, when set, refines the level
 /// per module (e.g. `RUST_LOG=netmon=debug,hyper=info`).
-pub fn init<W>(level: LogLevel, format: LogFormat, writer: W)
+pub fn init<W>(level: Level, format: Format, writer: W)
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
@@ -50,7 +85,7 @@ where
 }
 
 /// As [`init`], returning a handle that changes the filter later.
-pub fn init_reloadable<W>(level: LogLevel, format: LogFormat, writer: W) -> LogControl
+pub fn init_reloadable<W>(level: Level, format: Format, writer: W) -> LogControl
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
@@ -66,13 +101,13 @@ where
         .with_writer(writer)
         .with_target(false);
     let set: Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync> = match format {
-        LogFormat::Text => {
+        Format::Text => {
             let b = builder.with_ansi(false).with_filter_reloading();
             let handle = b.reload_handle();
             let _ = b.try_init();
             Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
         }
-        LogFormat::Json => {
+        Format::Json => {
             let b = builder
                 .json()
                 .flatten_event(true)

@@ -51,8 +51,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Some(Command::Check(args)) => {
-            netmon::logging::init(cli.log.level, cli.log.format, std::io::stderr);
-            Ok(netmon::check::run(&args))
+            netmon::logging::init(cli.log.level.into(), cli.log.format.into(), std::io::stderr);
+            Ok(netmon::cmd::check::run(&args))
         }
         Some(Command::Console(args)) => netmon::console::run(cli.log, args),
         Some(Command::Man) => {
@@ -67,7 +67,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn serve(log: netmon::cli::LogArgs, args: netmon::cli::ServeArgs) -> anyhow::Result<ExitCode> {
-    netmon::logging::init(log.level, log.format, std::io::stdout);
+    netmon::logging::init(log.level.into(), log.format.into(), std::io::stdout);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -99,7 +99,7 @@ fn echo_server(
     log: netmon::cli::LogArgs,
     args: netmon::cli::EchoServerArgs,
 ) -> anyhow::Result<ExitCode> {
-    netmon::logging::init(log.level, log.format, std::io::stdout);
+    netmon::logging::init(log.level.into(), log.format.into(), std::io::stdout);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -123,7 +123,7 @@ fn echo(args: netmon::cli::EchoArgs) -> anyhow::Result<ExitCode> {
             }
         });
         let mut out = std::io::stdout();
-        netmon::echo::client::run(&args, &mut out, &cancel).await
+        netmon::cmd::echo::run(&args, &mut out, &cancel).await
     })?;
     Ok(if intact {
         ExitCode::SUCCESS

@@ -151,13 +151,17 @@ pub fn run(log: LogArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
             let dropped = Arc::new(AtomicU64::new(0));
             printer_thread(rx, printer, dropped.clone());
             let writer = QueueWriter { tx, dropped };
-            control = Some(logging::init_reloadable(log.level, log.format, writer));
+            control = Some(logging::init_reloadable(
+                log.level.into(),
+                log.format.into(),
+                writer,
+            ));
             editor = Some(ed);
         }
     }
     let control = match control {
         Some(c) => c,
-        None => logging::init_reloadable(log.level, log.format, std::io::stdout),
+        None => logging::init_reloadable(log.level.into(), log.format.into(), std::io::stdout),
     };
     // Saved so a stop by signal, while the prompt thread sits in raw mode, can restore it.
     let saved_tty = editor
