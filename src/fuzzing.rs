@@ -144,9 +144,9 @@ pub fn echo_roundtrip(data: &[u8]) {
     }
 }
 
-/// ICMP decoding and matching: see [`icmp::fuzz_reply`].
+/// ICMP decoding and matching: see [`icmp::fuzz::reply`].
 pub fn icmp_reply(data: &[u8]) {
-    icmp::fuzz_reply(data);
+    icmp::fuzz::reply(data);
 }
 
 /// The UDP probe's reply check: up exactly when the pattern matches the lossy UTF-8 text.

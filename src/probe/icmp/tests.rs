@@ -1,7 +1,10 @@
 //! The ICMP probe's tests: loopback rounds over raw and datagram sockets, reply matching,
 //! options.
 
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
+
+use socket2::Type as SockType;
 
 use super::socket::*;
 use super::wire::*;
