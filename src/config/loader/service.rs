@@ -1,0 +1,218 @@
+//! One service entry: `HTTP`, `TCP:22`, or a mapping with `type` and options.
+
+use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
+use marked_yaml::{Node, Span};
+
+use crate::base::hint::did_you_mean;
+use crate::base::values::Duration;
+use crate::probe::{self, Protocol};
+
+use crate::config::model::{
+    DEFAULT_INTERVAL, DEFAULT_TIMEOUT, Defaults, MIN_INTERVAL, Service, Target,
+};
+
+use super::{COMMON_SERVICE_KEYS, Loader, line_col};
+
+impl Loader<'_> {
+    /// Parses `HTTP`, `TCP:22` or a mapping into a service.
+    pub(super) fn service(
+        &mut self,
+        node: &Node,
+        target: &Target,
+        defaults: &Defaults,
+    ) -> Option<Service> {
+        let span = *node.span();
+        let (protocol, port, options_node, name, own_interval, own_timeout) = match node {
+            Node::Scalar(s) => {
+                let (protocol, port) = self.protocol_and_port(s.as_str(), s.span())?;
+                // The classic form's bare `UDP` (no port) is the echo check against our echo server.
+                let protocol = if protocol == Protocol::Udp && port.is_none() {
+                    Protocol::Echo
+                } else {
+                    protocol
+                };
+                (protocol, port, empty_mapping(&span), None, None, None)
+            }
+            Node::Mapping(map) => {
+                let Some(ty) = map.get_node("type") else {
+                    self.err(
+                        &span,
+                        format!(
+                            "a service mapping needs `type:`, one of {}",
+                            Protocol::names()
+                        ),
+                    );
+                    return None;
+                };
+                let Some(ty) = ty.as_scalar() else {
+                    self.err(
+                        ty.span(),
+                        format!(
+                            "`type` must be a protocol name, one of {}",
+                            Protocol::names()
+                        ),
+                    );
+                    return None;
+                };
+                let (protocol, port) = self.protocol_and_port(ty.as_str(), ty.span())?;
+                let name = match map.get_node("name") {
+                    Some(n) => match n.as_scalar() {
+                        Some(s) if !s.as_str().trim().is_empty() => {
+                            Some(s.as_str().trim().to_string())
+                        }
+                        _ => {
+                            self.err(n.span(), "`name` must be a non-empty string");
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                let own_interval = map
+                    .get_node("interval")
+                    .and_then(|n| self.duration(n, "interval"));
+                let own_timeout = map
+                    .get_node("timeout")
+                    .and_then(|n| self.duration(n, "timeout"));
+                let mut rest = (**map).clone();
+                for k in COMMON_SERVICE_KEYS {
+                    rest.remove(k);
+                }
+                (
+                    protocol,
+                    port,
+                    Node::Mapping(MarkedMappingNode::new(*map.span(), rest)),
+                    name,
+                    own_interval,
+                    own_timeout,
+                )
+            }
+            Node::Sequence(_) => {
+                self.err(&span, "a service must be a name such as `HTTP`, a `NAME:PORT` string or a mapping with `type:`");
+                return None;
+            }
+        };
+        let mut options_node = options_node;
+        if let Some(port) = port {
+            if !protocol.takes_port() {
+                self.err(
+                    &span,
+                    format!(
+                        "`{protocol}` has no port: write `{}` without `:{port}`",
+                        protocol.as_str().to_uppercase()
+                    ),
+                );
+                return None;
+            }
+            if let Node::Mapping(m) = &mut options_node {
+                if m.contains_key("port") {
+                    self.err(
+                        &span,
+                        "the port is given twice: in `type` and in `port`; keep one",
+                    );
+                    return None;
+                }
+                let key = MarkedScalarNode::new(span, "port");
+                m.insert(
+                    key,
+                    Node::Scalar(MarkedScalarNode::new(span, port.to_string())),
+                );
+            }
+        }
+        let options = match probe::parse_options(protocol, &options_node) {
+            Ok(o) => o,
+            Err(e) => {
+                let at = e
+                    .line_col
+                    .filter(|lc| lc.0 > 0)
+                    .unwrap_or_else(|| line_col(&span));
+                self.err_at(
+                    at,
+                    format!("{protocol} service on `{}`: {}", target.host, e.message),
+                );
+                return None;
+            }
+        };
+        let interval = own_interval
+            .or(target.interval)
+            .or(defaults.interval)
+            .map_or(DEFAULT_INTERVAL, |d| d.0);
+        if interval < MIN_INTERVAL {
+            self.err(
+                &span,
+                format!(
+                    "interval {} is too short: the minimum is 100ms",
+                    Duration(interval)
+                ),
+            );
+            return None;
+        }
+        let explicit_timeout = own_timeout.or(target.timeout).or(defaults.timeout);
+        let timeout = match explicit_timeout {
+            Some(t) if t.0 >= interval => {
+                self.err(
+                    &span,
+                    format!("timeout {} must be below the interval {}: lower the timeout or raise the interval", t, Duration(interval)),
+                );
+                return None;
+            }
+            Some(t) => t.0,
+            None => DEFAULT_TIMEOUT.min(interval.mul_f64(0.9)),
+        };
+        let default_name = match options.port() {
+            Some(p) if port.is_some() || Some(p) != protocol.default_port() => {
+                format!("{protocol}:{p}")
+            }
+            _ => protocol.as_str().to_string(),
+        };
+        Some(Service {
+            host: target.host.clone(),
+            named: name.is_some(),
+            name: name.unwrap_or(default_name),
+            protocol,
+            interval,
+            timeout,
+            own_interval,
+            own_timeout,
+            labels: target.labels.clone(),
+            options,
+        })
+    }
+
+    fn protocol_and_port(&mut self, text: &str, span: &Span) -> Option<(Protocol, Option<u16>)> {
+        let (name, port) = match text.rsplit_once(':') {
+            Some((n, p)) => match p.trim().parse::<u16>() {
+                Ok(p) if p > 0 => (n.trim(), Some(p)),
+                _ => {
+                    self.err(
+                        span,
+                        format!("`{text}`: the port after `:` must be a number from 1 to 65535"),
+                    );
+                    return None;
+                }
+            },
+            None => (text.trim(), None),
+        };
+        match Protocol::from_name(name) {
+            Some(p) => Some((p, port)),
+            None => {
+                let mut hint = did_you_mean(name, Protocol::ALL.iter().map(|p| p.as_str()));
+                if name.chars().any(|c| c.is_ascii_uppercase()) {
+                    // Answer in the user's style: `HTPP` gets `HTTP`, as the classic form writes them.
+                    hint = hint.to_uppercase().replace("DID YOU MEAN", "did you mean");
+                }
+                self.err(
+                    span,
+                    format!(
+                        "unknown protocol `{name}`{hint}; valid protocols: {}",
+                        Protocol::names()
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+fn empty_mapping(span: &Span) -> Node {
+    Node::Mapping(MarkedMappingNode::new_empty(*span))
+}
