@@ -29,7 +29,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Config(ConfigCommand::Check { file })) => {
-            Ok(match config::load_file(&file) {
+            // The same steps as `serve` before it starts anything: read, validate, and build
+            // every service's probe, so a file accepted here starts.
+            let loaded = config::load_file(&file).and_then(|c| {
+                let errors = netmon::runner::validate(c.services());
+                if errors.is_empty() {
+                    Ok(c)
+                } else {
+                    Err(LoadError::Invalid(config::error::ConfigErrors(errors)))
+                }
+            });
+            Ok(match loaded {
                 Ok(c) => {
                     let n = c.services().count();
                     println!(

@@ -35,7 +35,8 @@ struct HostedEcho {
 }
 
 impl HostedEcho {
-    /// Makes the running server match `want`. On failure nothing runs and the error says why.
+    /// Makes the running server match `want`. On failure the previous server is started
+    /// again, so a refused reload leaves the echo server as it was.
     async fn apply(
         &mut self,
         want: Option<&crate::echo::settings::Settings>,
@@ -43,20 +44,52 @@ impl HostedEcho {
         let Some(metrics) = self.metrics.clone() else {
             return Ok(());
         };
-        if self.running.as_ref().map(EchoServer::settings) == want {
+        let before = self.running.as_ref().map(|s| s.settings().clone());
+        if before.as_ref() == want {
             return Ok(());
         }
+        // The new server may want the old one's port: stop it first.
         if let Some(old) = self.running.take() {
             old.stop().await;
         }
-        if let Some(settings) = want {
-            let server = EchoServer::start(settings.clone(), &metrics, &self.shutdown)
-                .await
-                .map_err(|e| format!("echo server: {e}"))?;
-            self.running = Some(server);
+        let Some(settings) = want else {
+            return Ok(());
+        };
+        match EchoServer::start(settings.clone(), &metrics, &self.shutdown).await {
+            Ok(server) => {
+                self.running = Some(server);
+                Ok(())
+            }
+            Err(e) => {
+                let mut message = format!("echo server: {e}");
+                if let Some(old) = before {
+                    match EchoServer::start(old, &metrics, &self.shutdown).await {
+                        Ok(server) => self.running = Some(server),
+                        Err(again) => message.push_str(&format!(
+                            "; the previous echo server could not be started again either: {again}"
+                        )),
+                    }
+                }
+                Err(message)
+            }
         }
-        Ok(())
     }
+}
+
+/// Why a reload did not apply in full.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new configuration was refused; nothing changed.
+    #[error("{0}\nnothing changed: the previous configuration is still running")]
+    Refused(LoadError),
+    /// The new configuration runs, but services that passed validation still failed to start
+    /// (the machine changed in between, e.g. no file descriptor left).
+    #[error(
+        "the new configuration is running, but {} service(s) could not start:\n  {}",
+        .0.failed.len(),
+        .0.failed.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  ")
+    )]
+    Partial(Changes),
 }
 
 impl Reloader {
@@ -106,44 +139,56 @@ impl Reloader {
             .map(EchoServer::local_addr)
     }
 
-    /// Reads the source again and applies it. On error the running config stays and
+    /// Reads the source again and applies it, all or nothing: the config is validated and
+    /// every new service built before anything changes. When anything fails, the running
+    /// services, their counters and the hosted echo server stay as they were and
     /// `netmon_config_last_reload_successful` drops to 0.
-    pub async fn reload(&self) -> Result<Changes, LoadError> {
-        match self.source.load() {
-            Ok(config) => {
-                let echo = self
-                    .echo
-                    .lock()
-                    .await
-                    .apply(config.echo_server.as_ref())
-                    .await;
-                let mut changes = self.monitor.lock().await.apply(&config).await;
-                if let Err(e) = echo {
-                    changes.failed.push(e);
-                }
-                if !changes.failed.is_empty() {
-                    let e = LoadError::Start(changes.failed.clone());
-                    self.metrics.reloaded(false);
-                    error!(config = %self.source, error = %e, "reload applied, but some services could not start");
-                    return Err(e);
-                }
-                self.metrics.reloaded(true);
-                info!(
-                    config = %self.source,
-                    added = changes.added,
-                    removed = changes.removed,
-                    changed = changes.changed,
-                    unchanged = changes.kept,
-                    "configuration reloaded"
-                );
-                Ok(changes)
-            }
-            Err(e) => {
-                self.metrics.reloaded(false);
-                error!(config = %self.source, error = %e, "reload failed; keeping the running configuration");
-                Err(e)
-            }
+    pub async fn reload(&self) -> Result<Changes, ReloadError> {
+        let config = match self.source.load() {
+            Ok(c) => c,
+            Err(e) => return Err(self.refused(e)),
+        };
+        // One reload at a time: the monitor's lock is held from the check to the apply.
+        let mut monitor = self.monitor.lock().await;
+        if let Err(e) = monitor.check(&config) {
+            return Err(self.refused(LoadError::Start(e)));
         }
+        if let Err(e) = self
+            .echo
+            .lock()
+            .await
+            .apply(config.echo_server.as_ref())
+            .await
+        {
+            return Err(self.refused(LoadError::Echo(e)));
+        }
+        let changes = match monitor.apply(&config).await {
+            Ok(c) => c,
+            // Only when the machine changed since the check a moment ago.
+            Err(e) => return Err(self.refused(LoadError::Start(e))),
+        };
+        if !changes.failed.is_empty() {
+            self.metrics.reloaded(false);
+            let e = ReloadError::Partial(changes);
+            error!(config = %self.source, error = %e, "reload applied in part");
+            return Err(e);
+        }
+        self.metrics.reloaded(true);
+        info!(
+            config = %self.source,
+            added = changes.added,
+            removed = changes.removed,
+            changed = changes.changed,
+            unchanged = changes.kept,
+            "configuration reloaded"
+        );
+        Ok(changes)
+    }
+
+    fn refused(&self, e: LoadError) -> ReloadError {
+        self.metrics.reloaded(false);
+        error!(config = %self.source, error = %e, "reload failed: nothing changed, the previous configuration is still running");
+        ReloadError::Refused(e)
     }
 
     /// Every service and its status.

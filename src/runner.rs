@@ -26,6 +26,7 @@ use tracing::{Instrument, debug, info, info_span};
 use crate::base::labels::Labels;
 use crate::base::outcome::{Failure, Outcome, Reason, Target, round_of};
 use crate::base::round::Round;
+use crate::config::error::{ConfigError, ConfigErrors};
 use crate::config::model::{Config, Service};
 use crate::metrics::{Metrics, ServiceMetrics, unix_now};
 use crate::probe;
@@ -111,8 +112,9 @@ pub struct Changes {
     pub changed: usize,
     /// Services left running untouched.
     pub kept: usize,
-    /// Services that could not start, each as `host service: why`.
-    pub failed: Vec<String>,
+    /// Services that passed [`validate`] but still could not start (the machine changed in
+    /// between, e.g. no file descriptor left), each located at the service.
+    pub failed: Vec<ConfigError>,
 }
 
 struct Running {
@@ -246,8 +248,26 @@ impl Monitor {
         &self.metrics
     }
 
-    /// Reconciles the running services with `config`.
-    pub async fn apply(&mut self, config: &Config) -> Changes {
+    /// Checks that every service `config` would start (new or changed ones; running ones
+    /// stay) builds, without changing anything.
+    pub fn check(&self, config: &Config) -> Result<(), ConfigErrors> {
+        let starting = config.services().filter(|s| {
+            self.services
+                .get(&key_of(s))
+                .is_none_or(|r| r.service != **s)
+        });
+        let errors = validate(starting);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// Reconciles the running services with `config`, all or nothing: when any service to
+    /// start fails [`Monitor::check`], nothing changes and the errors say why.
+    pub async fn apply(&mut self, config: &Config) -> Result<Changes, ConfigErrors> {
+        self.check(config)?;
         let mut changes = Changes::default();
         let wanted: BTreeMap<ServiceKey, &Service> =
             config.services().map(|s| (key_of(s), s)).collect();
@@ -285,13 +305,13 @@ impl Monitor {
                 continue;
             }
             if let Err(e) = self.start(service.clone()) {
-                changes.failed.push(format!("{} {}: {e}", key.0, key.1));
+                changes.failed.push(build_error(service, &e));
             }
         }
         changes.added = self.services.len() - changes.kept - changes.changed;
         // A service the console adds alone starts within the shortest spread.
         self.spread = RELOAD_SPREAD;
-        changes
+        Ok(changes)
     }
 
     /// Starts one service's task.
@@ -411,6 +431,37 @@ impl Monitor {
 
 /// Waits for a cancelled service's task, then removes its series (after, so the task cannot
 /// recreate one).
+/// Builds the probe of every service in `services` as starting it would, but against a
+/// scratch registry and without running it, and returns every failure located at its service.
+/// `config check`, start-up and every reload call it before anything changes, so a file that
+/// `config check` accepts starts.
+pub fn validate<'a>(services: impl IntoIterator<Item = &'a Service>) -> Vec<ConfigError> {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let scratch = probe::ProbeMetrics::register(&mut registry);
+    services
+        .into_iter()
+        .filter_map(|s| {
+            let labels = labels_of(s);
+            let ctx = probe::shape::Context {
+                labels: &labels,
+                timeout: s.timeout,
+            };
+            probe::build(&s.options, &ctx, &scratch)
+                .err()
+                .map(|e| build_error(s, &e))
+        })
+        .collect()
+}
+
+fn build_error(s: &Service, e: &probe::shape::BuildError) -> ConfigError {
+    ConfigError {
+        file: s.origin.file.to_string(),
+        line: s.origin.line,
+        column: s.origin.column,
+        message: format!("{} service on `{}`: {e}", s.protocol, s.host),
+    }
+}
+
 async fn finish(r: Running) {
     let _ = r.handle.await;
     r.metrics.remove();

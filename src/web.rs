@@ -317,10 +317,7 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Full<Bytes>
                     c.added, c.removed, c.changed, c.kept
                 ),
             ),
-            Err(e) => text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("{e}\nthe previous configuration is still running\n"),
-            ),
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
         },
         (_, "/-/reload") => text(StatusCode::METHOD_NOT_ALLOWED, "use POST /-/reload\n"),
         (&Method::GET | &Method::HEAD, "/") => landing(state).await,

@@ -104,7 +104,7 @@ const INVALID: &[(&str, &[&str])] = &[
     (
         "invalid-timeout-above-interval.yml",
         &[
-            "5:9: timeout 10s must be below the interval 10s: lower the timeout or raise the interval",
+            "5:32: timeout 10s must be below the interval 10s: lower the timeout or raise the interval",
         ],
     ),
     (

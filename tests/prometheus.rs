@@ -423,8 +423,8 @@ impl Lab {
             ));
         }
 
-        // Reload with the full config; services that cannot start here (ICMP without the
-        // privilege) are dropped and the rest reloaded cleanly.
+        // Reload with the full config; a reload is all or nothing, so services that cannot start
+        // here (ICMP without the privilege) are left out and the rest reloaded again.
         for _ in 0..3 {
             let mut cfg = String::from("defaults: { interval: 2s, timeout: 1500ms }\n");
             if hosted && services.iter().any(|(p, _)| *p == "echo") {
@@ -440,10 +440,14 @@ impl Lab {
             if status == 200 {
                 break;
             }
+            // Each refused service is a line `FILE:LINE:COL: PROTOCOL service on `HOST`: why`.
             let failed: Vec<String> = body
                 .lines()
-                .filter_map(|l| l.trim().strip_prefix("127.0.0.1 "))
-                .filter_map(|l| l.split(':').next())
+                .filter_map(|l| {
+                    l.split_once(" service on `127.0.0.1`")
+                        .map(|(head, _)| head)
+                })
+                .filter_map(|head| head.rsplit(' ').next())
                 .map(str::to_string)
                 .collect();
             assert!(!failed.is_empty(), "reload failed:\n{body}\nconfig:\n{cfg}");

@@ -39,6 +39,9 @@ pub async fn start(
     let local = listener
         .local_addr()
         .context("reading the listen address")?;
+    // Every service is built once before anything starts, so a file that cannot run fails
+    // here with every reason listed, as `config check` would.
+    monitor.check(&config).map_err(LoadError::Start)?;
     // Before the probes, so an `echo` service of this host finds it from its first probe.
     let echo = match &config.echo_server {
         Some(settings) => Some(
@@ -48,14 +51,20 @@ pub async fn start(
         ),
         None => None,
     };
-    let changes = monitor.apply(&config).await;
-    if !changes.failed.is_empty() {
-        monitor.stop_all().await;
-        if let Some(e) = echo {
-            e.stop().await;
+    let changes = match monitor.apply(&config).await {
+        Ok(c) if c.failed.is_empty() => c,
+        outcome => {
+            monitor.stop_all().await;
+            if let Some(e) = echo {
+                e.stop().await;
+            }
+            let errors = match outcome {
+                Ok(c) => config::error::ConfigErrors(c.failed),
+                Err(e) => e,
+            };
+            return Err(LoadError::Start(errors).into());
         }
-        return Err(LoadError::Start(changes.failed).into());
-    }
+    };
     metrics.reloaded(true);
     info!(
         config = %source,

@@ -70,6 +70,9 @@ pub enum LoadError {
     #[error(transparent)]
     Invalid(#[from] ConfigErrors),
     /// The configuration is valid but some services cannot run on this machine.
-    #[error("{} service(s) cannot start:\n  {}", .0.len(), .0.join("\n  "))]
-    Start(Vec<String>),
+    #[error("{} service(s) cannot start:\n  {}", .0.0.len(), .0.0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+    Start(ConfigErrors),
+    /// The hosted echo server (`echo_server:`) could not start with the new settings.
+    #[error("{0}")]
+    Echo(String),
 }

@@ -2,6 +2,8 @@
 //! with. Built by [`crate::config::loader`], written back by [`crate::config::save`].
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use crate::base::values::Duration;
@@ -73,6 +75,39 @@ pub struct Service {
     pub labels: BTreeMap<String, String>,
     /// Protocol options, validated.
     pub options: Options,
+    /// Where the service was written, for errors found after loading (building its probe).
+    pub origin: Origin,
+}
+
+/// A place in a configuration file: the file as the user named it, 1-based line and column
+/// (0 when unknown).
+///
+/// Every `Origin` equals every other: where a service is written does not change what it runs,
+/// so moving it within the file is not a change on reload.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// The file, as named in errors.
+    pub file: Arc<str>,
+    /// 1-based line, 0 when unknown.
+    pub line: usize,
+    /// 1-based column, 0 when unknown.
+    pub column: usize,
+}
+
+impl PartialEq for Origin {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}", self.file)
+        } else {
+            write!(f, "{}:{}:{}", self.file, self.line, self.column)
+        }
+    }
 }
 
 impl Config {

@@ -2,9 +2,10 @@
 //!
 //! The session keeps the running [`Config`]. A change (`add`, `remove`, `interval`) edits a
 //! copy, writes it as YAML and reads it back through [`config::load`], so the console can never
-//! run a configuration `netmon config check` would refuse; then [`crate::runner::Monitor::apply`] starts and
-//! stops exactly the services that changed, and /metrics follows at once. If a new service
-//! cannot start (e.g. ICMP without the privilege), the previous configuration is applied back.
+//! run a configuration `netmon config check` would refuse; then [`crate::runner::Monitor::apply`]
+//! starts and stops exactly the services that changed, and /metrics follows at once. The
+//! apply is all or nothing: if a new service cannot start (e.g. ICMP without the privilege),
+//! nothing changes.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -197,14 +198,23 @@ impl Session {
             config::load(&text, "<console>").map_err(|e| messages(&e))?
         };
         let mut monitor = self.reloader.monitor().lock().await;
-        let changes = monitor.apply(&validated).await;
-        if !changes.failed.is_empty() {
-            monitor.apply(&self.config).await;
-            return Err(format!(
-                "could not start, nothing changed: {}",
-                changes.failed.join("; ")
-            ));
-        }
+        let changes = match monitor.apply(&validated).await {
+            Ok(c) if c.failed.is_empty() => c,
+            Ok(c) => {
+                // Started in part only because the machine changed since the check: go back.
+                let _ = monitor.apply(&self.config).await;
+                return Err(format!(
+                    "could not start, nothing changed: {}",
+                    joined(&c.failed)
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "could not start, nothing changed: {}",
+                    joined(&e.0)
+                ));
+            }
+        };
         self.config = validated;
         Ok(format!(
             "{} started, {} stopped, {} restarted",
@@ -578,4 +588,11 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })
+}
+fn joined(errors: &[crate::config::error::ConfigError]) -> String {
+    errors
+        .iter()
+        .map(|e| e.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
 }

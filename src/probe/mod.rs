@@ -123,6 +123,15 @@ macro_rules! protocols {
             })
         }
 
+        /// Checks that validated options can run within the service's `timeout` (e.g. an
+        /// ICMP round must end before it); the config loader calls it, so `config check`
+        /// refuses what a probe could never do.
+        pub fn fits(options: &Options, timeout: std::time::Duration) -> Result<(), String> {
+            match options {
+                $($( Options::$variant(o) => <$module::$def as Definition>::fits(o, timeout), )+)+
+            }
+        }
+
         /// Builds the probe for a service from its validated options.
         pub fn build(
             options: &Options,

@@ -98,6 +98,13 @@ pub trait Definition {
     /// The port the service talks to, for the `service` label (`tcp:22`).
     fn port(options: &Self::Options) -> Option<u16>;
 
+    /// Checks what depends on the service's timeout, e.g. that a round of packets ends
+    /// before it. Most protocols have nothing to check.
+    fn fits(options: &Self::Options, timeout: std::time::Duration) -> Result<(), String> {
+        let _ = (options, timeout);
+        Ok(())
+    }
+
     /// Builds the probe from validated options.
     fn build(
         options: &Self::Options,

@@ -71,7 +71,10 @@ pub fn load_file(path: &Path) -> Result<Config, LoadError> {
 pub fn load(text: &str, file: &str) -> Result<Config, ConfigErrors> {
     let mut cx = Loader {
         file,
+        origin_file: file.into(),
         errors: Vec::new(),
+        defaults_timeout_at: None,
+        target_timeout_at: None,
     };
     let config = cx.document(text);
     match config {
@@ -93,7 +96,20 @@ const RESERVED_LABELS: [&str; 6] = ["host", "protocol", "service", "reason", "ph
 
 struct Loader<'a> {
     file: &'a str,
+    /// `file`, shared by every service's origin.
+    origin_file: std::sync::Arc<str>,
     errors: Vec<ConfigError>,
+    /// Where `defaults: {timeout:}` and the current target's `timeout:` were written, so an
+    /// error about the timeout a service inherits points at the key that set it.
+    defaults_timeout_at: Option<(usize, usize)>,
+    target_timeout_at: Option<(usize, usize)>,
+}
+
+/// Where `key` is written in `map`, if it is.
+fn key_at(map: &MarkedMappingNode, key: &str) -> Option<(usize, usize)> {
+    map.keys()
+        .find(|k| k.as_str() == key)
+        .map(|k| line_col(k.span()))
 }
 
 fn line_col(span: &Span) -> (usize, usize) {
@@ -291,9 +307,10 @@ impl Loader<'_> {
             interval: map
                 .get_node("interval")
                 .and_then(|n| self.duration(n, "interval")),
-            timeout: map
-                .get_node("timeout")
-                .and_then(|n| self.duration(n, "timeout")),
+            timeout: map.get_node("timeout").and_then(|n| {
+                self.defaults_timeout_at = key_at(map, "timeout");
+                self.duration(n, "timeout")
+            }),
         }
     }
 
@@ -332,6 +349,7 @@ impl Loader<'_> {
         let interval = map
             .get_node("interval")
             .and_then(|n| self.duration(n, "interval"));
+        self.target_timeout_at = key_at(map, "timeout");
         let timeout = map
             .get_node("timeout")
             .and_then(|n| self.duration(n, "timeout"));

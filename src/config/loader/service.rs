@@ -8,10 +8,10 @@ use crate::base::values::Duration;
 use crate::probe::{self, Protocol};
 
 use crate::config::model::{
-    DEFAULT_INTERVAL, DEFAULT_TIMEOUT, Defaults, MIN_INTERVAL, Service, Target,
+    DEFAULT_INTERVAL, DEFAULT_TIMEOUT, Defaults, MIN_INTERVAL, Origin, Service, Target,
 };
 
-use super::{COMMON_SERVICE_KEYS, Loader, line_col};
+use super::{COMMON_SERVICE_KEYS, Loader, key_at, line_col};
 
 impl Loader<'_> {
     /// Parses `HTTP`, `TCP:22` or a mapping into a service.
@@ -22,6 +22,7 @@ impl Loader<'_> {
         defaults: &Defaults,
     ) -> Option<Service> {
         let span = *node.span();
+        let mut own_timeout_at = None;
         let (protocol, port, options_node, name, own_interval, own_timeout) = match node {
             Node::Scalar(s) => {
                 let (protocol, port) = self.protocol_and_port(s.as_str(), s.span())?;
@@ -70,6 +71,7 @@ impl Loader<'_> {
                 let own_interval = map
                     .get_node("interval")
                     .and_then(|n| self.duration(n, "interval"));
+                own_timeout_at = key_at(map, "timeout");
                 let own_timeout = map
                     .get_node("timeout")
                     .and_then(|n| self.duration(n, "timeout"));
@@ -147,10 +149,18 @@ impl Loader<'_> {
             return None;
         }
         let explicit_timeout = own_timeout.or(target.timeout).or(defaults.timeout);
+        // The key that set the timeout in effect, so errors about it point there.
+        let timeout_at = match (own_timeout, target.timeout, defaults.timeout) {
+            (Some(_), _, _) => own_timeout_at,
+            (None, Some(_), _) => self.target_timeout_at,
+            (None, None, Some(_)) => self.defaults_timeout_at,
+            (None, None, None) => None,
+        }
+        .unwrap_or_else(|| line_col(&span));
         let timeout = match explicit_timeout {
             Some(t) if t.0 >= interval => {
-                self.err(
-                    &span,
+                self.err_at(
+                    timeout_at,
                     format!("timeout {} must be below the interval {}: lower the timeout or raise the interval", t, Duration(interval)),
                 );
                 return None;
@@ -158,6 +168,18 @@ impl Loader<'_> {
             Some(t) => t.0,
             None => DEFAULT_TIMEOUT.min(interval.mul_f64(0.9)),
         };
+        if let Err(e) = probe::fits(&options, timeout) {
+            let what = if explicit_timeout.is_some() {
+                String::new()
+            } else {
+                format!(" (the default timeout {})", Duration(timeout))
+            };
+            self.err_at(
+                timeout_at,
+                format!("{protocol} service on `{}`{what}: {e}", target.host),
+            );
+            return None;
+        }
         let default_name = match options.port() {
             Some(p) if port.is_some() || Some(p) != protocol.default_port() => {
                 format!("{protocol}:{p}")
@@ -175,6 +197,14 @@ impl Loader<'_> {
             own_timeout,
             labels: target.labels.clone(),
             options,
+            origin: {
+                let (line, column) = line_col(&span);
+                Origin {
+                    file: self.origin_file.clone(),
+                    line,
+                    column,
+                }
+            },
         })
     }
 

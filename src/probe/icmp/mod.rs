@@ -180,6 +180,10 @@ impl Definition for Icmp {
         None
     }
 
+    fn fits(options: &Options, timeout: StdDuration) -> Result<(), String> {
+        options.check_fits(timeout)
+    }
+
     fn build(
         options: &Options,
         ctx: &Context<'_>,
