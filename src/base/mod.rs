@@ -7,4 +7,5 @@ pub mod listen;
 pub mod outcome;
 pub mod resolve;
 pub mod round;
+pub mod rxtime;
 pub mod values;

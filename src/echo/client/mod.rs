@@ -6,12 +6,15 @@
 //! unreachable comes back as `ECONNREFUSED`) and listens until every message has its reply or
 //! the last one's wait has passed. Each reply is classified once: intact, duplicate, reordered
 //! (an earlier message answered after a later one), late (after its wait) or corrupted (bytes
-//! differ from what was sent). RTTs come from our own monotonic clock, read just before the
-//! send and just after the receive, and are never 0.
+//! differ from what was sent). An RTT runs from our monotonic clock read just before the send
+//! to the kernel's receive stamp of the reply ([`crate::base::rxtime`]; our own clock just
+//! after the receive where the kernel gives none), and is never 0.
 
 use std::net::SocketAddr;
 
 use tokio::net::UdpSocket;
+
+use crate::base::rxtime;
 
 mod print;
 mod session;
@@ -87,6 +90,9 @@ pub async fn connect(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     )?;
     // Room for a burst of replies at high rates; the kernel caps it at net.core.rmem_max.
     let _ = s.set_recv_buffer_size(4 << 20);
+    // Replies stamped by the kernel on arrival: RTTs then leave out our own wake-up, and a
+    // reply read late (while a burst of sends goes out) still reads its true time.
+    rxtime::enable(&s);
     s.set_nonblocking(true)?;
     s.bind(&local.into())?;
     let s = UdpSocket::from_std(s.into())?;

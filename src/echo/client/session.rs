@@ -7,6 +7,7 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use crate::base::round::Round;
+use crate::base::rxtime;
 use crate::echo::wire::{self, Message};
 
 /// How a session runs.
@@ -197,8 +198,8 @@ impl Session {
         let result = loop {
             // Replies already queued are read before anything else: at high rates the
             // socket's receive queue would otherwise overflow while we keep sending.
-            let queued = match socket.try_recv(&mut buf) {
-                Ok(n) => Some(n),
+            let queued = match rxtime::try_recv_from(socket, &mut buf) {
+                Ok((n, _, at)) => Some((n, Instant::from_std(at))),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
                 Err(e) if is_refused(&e) => {
                     report.refused += 1;
@@ -272,8 +273,8 @@ impl Session {
             } else {
                 next_send
             };
-            let n = if let Some(n) = queued {
-                n
+            let (n, arrived) = if let Some(got) = queued {
+                got
             } else if drain {
                 // Every message is answered and nothing more is queued.
                 break Ok(());
@@ -281,8 +282,8 @@ impl Session {
                 tokio::select! {
                 _ = cancel.cancelled() => break Ok(()),
                 _ = sleep_until(wake) => continue,
-                r = socket.recv(&mut buf) => match r {
-                    Ok(n) => n,
+                r = rxtime::recv_from(socket, &mut buf) => match r {
+                    Ok((n, _, at)) => (n, Instant::from_std(at)),
                     Err(e) if is_refused(&e) => {
                         report.refused += 1;
                         on_event(&Event::Refused);
@@ -292,7 +293,6 @@ impl Session {
                 },
                 }
             };
-            let arrived = Instant::now();
             let event = self.classify(
                 &buf[..n],
                 arrived,

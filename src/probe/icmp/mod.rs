@@ -3,23 +3,22 @@
 //! (`crate::probe::packets`).
 //!
 //! # One socket per address family
-//! Every `icmp` service of the process shares one ICMPv4 and one ICMPv6 socket, opened with
-//! surge-ping's [`AsyncSocket`] the first time a service needs it. surge-ping tries an
-//! unprivileged datagram socket first (Linux `ping_group_range`) and silently falls back to a
-//! raw socket (root or `CAP_NET_RAW`); we log which one is in use. When neither may be opened,
-//! [`IcmpProbe::new`] fails with a [`BuildError`] that says how to grant the privilege, so
-//! start-up fails for the service.
+//! Every `icmp` service of the process shares one ICMPv4 and one ICMPv6 socket, opened the
+//! first time a service needs it: an unprivileged datagram socket first (Linux
+//! `ping_group_range`), else a raw socket (root or `CAP_NET_RAW`); we log which one is in use.
+//! When neither may be opened, [`IcmpProbe::new`] fails with a [`BuildError`] that says how to
+//! grant the privilege, so the service cannot start (and `config check` says so).
 //!
-//! # Why not surge-ping's `Client`/`Pinger`
-//! Its pinger stamps the send time *after* `send_to` returns, so loopback RTTs read 0 ns about
-//! a third of the time and every RTT reads low; its reply timestamp is private. We keep
-//! surge-ping for what it does well (opening the socket with its fallback, decoding replies and
-//! ICMP errors) and do the bookkeeping here: a dedicated thread (`netmon-icmp`) runs the receive
-//! loops and stamps each datagram as soon as `recv_from` returns; the probe stamps its own
-//! [`std::time::Instant`] just before `send_to`. The RTT is therefore never low and never zero;
-//! it includes the send system call and one thread wake-up (as `ping` without kernel
-//! timestamps does). The thread also keeps the sockets independent of any tokio runtime that
-//! comes and goes (tests, one-shot checks).
+//! # Timing
+//! The probe stamps its [`std::time::Instant`] just before the `send_to` system call; the
+//! reply's time is the kernel's receive stamp (`SO_TIMESTAMPNS`, see
+//! [`crate::base::rxtime`]), so the RTT leaves out the wake-up of the receiving thread, as
+//! ping and fping do. Where the kernel gives no stamp, the receive loop's own stamp right
+//! after `recv` is used: never low, never zero, one wake-up high. A dedicated thread
+//! (`netmon-icmp`) runs the receive loops, which keeps the sockets independent of any tokio
+//! runtime that comes and goes (tests, one-shot checks). surge-ping decodes the replies and
+//! ICMP errors; its own pinger is not used, since it stamps the send after `send_to` returns
+//! and reads every RTT low.
 //!
 //! # Matching replies
 //! A reply counts for a probe only when its source is the probed address, its sequence number
@@ -359,12 +358,12 @@ async fn send(
             format!("no free icmp sequence number for {dest}"),
         )
     })?;
-    let mut packet = echo_request(socket.family, socket.ident, seq, &data);
+    let packet = echo_request(socket.family, socket.ident, seq, &data);
     let to = SocketAddr::new(dest, 0);
     // Stamped just before the poll that makes the system call: a first send may wait for the
     // socket's writable readiness, and that wait is not part of the round trip.
     let mut t0 = std::time::Instant::now();
-    let mut sending = std::pin::pin!(socket.socket.send_to(&mut packet, &to));
+    let mut sending = std::pin::pin!(socket.socket.send_to(&packet, to));
     std::future::poll_fn(|cx| {
         t0 = std::time::Instant::now();
         sending.as_mut().poll(cx)

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration as StdDuration;
 
 use socket2::Type as SockType;
-use surge_ping::AsyncSocket;
+use tokio::net::UdpSocket;
+
+use crate::base::rxtime;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -46,21 +48,34 @@ pub enum OpenError {
 }
 
 /// Which socket type to ask surge-ping for first.
-pub(super) fn config(family: Family, hint: SockType) -> surge_ping::Config {
-    let kind = match family {
-        Family::V4 => surge_ping::ICMP::V4,
-        Family::V6 => surge_ping::ICMP::V6,
+/// Opens an ICMP socket of type `hint`, else of the other type: an unprivileged datagram
+/// socket needs `net.ipv4.ping_group_range` to include our group, a raw one root or
+/// `CAP_NET_RAW`. On failure, the first error is the one that explains.
+fn open_socket(family: Family, hint: SockType) -> std::io::Result<(SockType, socket2::Socket)> {
+    let (domain, protocol) = match family {
+        Family::V4 => (socket2::Domain::IPV4, socket2::Protocol::ICMPV4),
+        Family::V6 => (socket2::Domain::IPV6, socket2::Protocol::ICMPV6),
     };
-    surge_ping::Config::builder()
-        .kind(kind)
-        .sock_type_hint(hint)
-        .build()
+    match socket2::Socket::new(domain, hint, Some(protocol)) {
+        Ok(s) => Ok((hint, s)),
+        Err(first) => {
+            let other = if hint == SockType::DGRAM {
+                SockType::RAW
+            } else {
+                SockType::DGRAM
+            };
+            socket2::Socket::new(domain, other, Some(protocol))
+                .map(|s| (other, s))
+                .map_err(|_| first)
+        }
+    }
 }
 
 /// What the receive loop hands to a waiting probe.
 #[derive(Debug)]
 pub(super) struct Reply {
-    /// When `recv_from` returned.
+    /// When the reply arrived: the kernel's receive stamp where it gives one
+    /// ([`rxtime`]), else when `recv` returned.
     pub(super) at: std::time::Instant,
     /// `None` for an echo reply, else the ICMP error that quoted our request.
     pub(super) error: Option<String>,
@@ -181,7 +196,9 @@ impl Drop for Registration {
 /// One shared ICMP socket and its receive loop.
 pub struct IcmpSocket {
     pub(super) family: Family,
-    pub(super) socket: AsyncSocket,
+    pub(super) socket: Arc<UdpSocket>,
+    /// Whether the kernel stamps what this socket receives.
+    pub(super) kernel_stamps: bool,
     pub(super) kind: SockType,
     /// Our identifier on raw sockets (random, so two netmon processes differ).
     pub(super) ident: u16,
@@ -211,39 +228,36 @@ impl IcmpSocket {
             family: family.as_str(),
             detail,
         })?;
-        // The socket registers with the reactor of the current runtime: ours.
-        let socket = {
-            let _enter = rt.enter();
-            AsyncSocket::new(&config(family, hint))
-        }
-        .map_err(|e| {
-            // surge-ping's own message names a non-existent `net.ipv6` sysctl; keep the cause.
-            let detail = e
-                .to_string()
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .trim_start_matches("Original error: ")
-                .to_string();
+        let fail = |e: std::io::Error| {
             if e.kind() == std::io::ErrorKind::PermissionDenied {
                 OpenError::Denied {
                     family: family.as_str(),
-                    detail,
+                    detail: e.to_string(),
                 }
             } else {
                 OpenError::Other {
                     family: family.as_str(),
-                    detail,
+                    detail: e.to_string(),
                 }
             }
-        })?;
-        let kind = socket.get_type();
+        };
+        let (kind, raw) = open_socket(family, hint).map_err(fail)?;
+        raw.set_nonblocking(true).map_err(fail)?;
+        let kernel_stamps = rxtime::enable(&raw);
+        // The socket registers with the reactor of the current runtime: ours.
+        let socket = {
+            let _enter = rt.enter();
+            UdpSocket::from_std(std::net::UdpSocket::from(raw))
+        }
+        .map(Arc::new)
+        .map_err(fail)?;
         let ident = rand::random();
         let table = Arc::new(Table::default());
         let recv = rt.spawn(recv_loop(socket.clone(), table.clone(), kind, ident));
         let s = IcmpSocket {
             family,
             socket,
+            kernel_stamps,
             kind,
             ident,
             table,
@@ -257,6 +271,7 @@ impl IcmpSocket {
             } else {
                 "net.ipv4.ping_group_range"
             },
+            kernel_stamps,
             "icmp socket opened"
         );
         Ok(Arc::new(s))
@@ -271,20 +286,28 @@ impl IcmpSocket {
         }
     }
 
+    /// Whether the kernel stamps what this socket receives (else RTTs use user-space stamps).
+    pub fn kernel_stamps(&self) -> bool {
+        self.kernel_stamps
+    }
+
     /// Datagrams received that matched no waiting probe.
     pub fn strays(&self) -> u64 {
         self.table.strays.load(Ordering::Relaxed)
     }
 }
 
-pub(super) async fn recv_loop(socket: AsyncSocket, table: Arc<Table>, kind: SockType, ident: u16) {
+pub(super) async fn recv_loop(
+    socket: Arc<UdpSocket>,
+    table: Arc<Table>,
+    kind: SockType,
+    ident: u16,
+) {
     let mut buf = vec![0u8; 65_536];
     loop {
-        match socket.recv_from(&mut buf).await {
-            Ok((n, from)) => {
-                let at = std::time::Instant::now();
-                table.dispatch(&buf[..n], from.ip(), at, kind, ident);
-            }
+        match rxtime::recv_from(&socket, &mut buf).await {
+            Ok((n, Some(from), at)) => table.dispatch(&buf[..n], from.ip(), at, kind, ident),
+            Ok((_, None, _)) => {}
             // Datagram sockets report ICMP errors as a socket error on the next receive; they
             // cannot be tied to a request, so that request simply counts as lost.
             Err(e) => {
