@@ -36,7 +36,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 if errors.is_empty() {
                     Ok(c)
                 } else {
-                    Err(LoadError::Invalid(config::error::ConfigErrors(errors)))
+                    Err(LoadError::Invalid(config::error::ConfigErrors::capped(
+                        errors,
+                    )))
                 }
             });
             Ok(match loaded {

@@ -16,12 +16,12 @@ use crate::runner::{Changes, Monitor, ServiceStatus};
 /// Reloads the configuration from its source into the running monitor. Shared by SIGHUP, the
 /// web endpoint and the console.
 #[derive(Debug)]
-
 pub struct Reloader {
     source: Source,
     monitor: Mutex<Monitor>,
     metrics: Arc<Metrics>,
     echo: Mutex<HostedEcho>,
+    reloading: Mutex<()>,
 }
 
 /// The echo server `serve` hosts for the config's `echo_server:`, restarted by a reload only
@@ -101,6 +101,7 @@ impl Reloader {
             monitor: Mutex::new(monitor),
             metrics,
             echo: Mutex::new(HostedEcho::default()),
+            reloading: Mutex::new(()),
         }
     }
 
@@ -144,9 +145,23 @@ impl Reloader {
     /// services, their counters and the hosted echo server stay as they were and
     /// `netmon_config_last_reload_successful` drops to 0.
     pub async fn reload(&self) -> Result<Changes, ReloadError> {
-        let config = match self.source.load() {
-            Ok(c) => c,
-            Err(e) => return Err(self.refused(e)),
+        // Held from the read to the apply, so reloads happen one after the other and each
+        // reads the file as it is then: a slow read of an older file can never be applied
+        // after a newer one.
+        let _one_at_a_time = self.reloading.lock().await;
+        // Parsing a large file takes a while: off the async workers, which run the probes
+        // and the web side.
+        let source = self.source.clone();
+        let loaded = tokio::task::spawn_blocking(move || source.load()).await;
+        let config = match loaded {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(self.refused(e)),
+            Err(e) => {
+                return Err(self.refused(LoadError::Read {
+                    path: self.source.to_string(),
+                    source: std::io::Error::other(format!("the config reader stopped: {e}")),
+                }));
+            }
         };
         // One reload at a time: the monitor's lock is held from the check to the apply.
         let mut monitor = self.monitor.lock().await;

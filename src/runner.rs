@@ -260,7 +260,7 @@ impl Monitor {
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(ConfigErrors(errors))
+            Err(ConfigErrors::capped(errors))
         }
     }
 

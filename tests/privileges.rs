@@ -215,7 +215,7 @@ fn nobody_without_privileges_refuses_to_start_and_says_what_to_do() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(status.code(), Some(1), "{stderr}");
     for advice in [
-        "127.0.0.1 icmp: cannot open an ipv4 ICMP socket: Permission denied",
+        "icmp service on `127.0.0.1`: cannot open an ipv4 ICMP socket: Permission denied",
         "sudo setcap cap_net_raw+ep $(which netmon)",
         "sudo sysctl -w net.ipv4.ping_group_range=\"0 2147483647\"",
     ] {

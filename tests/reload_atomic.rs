@@ -251,3 +251,64 @@ fn config_check_accepts_exactly_what_serve_starts() {
     }
     assert!(disagree.is_empty(), "{}", disagree.join("\n"));
 }
+
+#[test]
+fn no_config_crashes_a_reload_or_a_start() {
+    let (l, port) = tcp_listener();
+    serve_forever(l);
+    let mut n = Netmon::start(&tcp_config(port), &[]);
+    n.wait_log("netmon started", Duration::from_secs(10));
+    let deep = |levels: usize| {
+        format!(
+            "targets:\n  127.0.0.1:\n    services:\n      {}TCP:1\n",
+            "- ".repeat(levels)
+        )
+    };
+    for text in [deep(5_000), deep(50_000)] {
+        n.write_config(&text);
+        let (status, body) = n.post("/-/reload");
+        assert_eq!(status, 500, "{body}");
+        assert!(body.contains("nested more than 64 levels"), "{body}");
+        n.signal("HUP");
+    }
+    // Above the size limit (sparse, so nothing is written).
+    std::fs::File::create(&n.config)
+        .unwrap()
+        .set_len(17 << 20)
+        .unwrap();
+    let (status, body) = n.post("/-/reload");
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("larger than 16 MiB"), "{body}");
+    n.assert_alive_without_panic();
+    assert_eq!(
+        metric(
+            &n.scrape(),
+            "netmon_up",
+            &[("service", &format!("tcp:{port}"))]
+        ),
+        Some(1.0)
+    );
+
+    // At start-up and in `config check`, the same files are errors, not crashes.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deep.yml");
+    std::fs::write(&path, deep(50_000)).unwrap();
+    for args in [vec!["config", "check"], vec!["--config.file"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_netmon"))
+            .args(&args)
+            .arg(&path)
+            .args(
+                ["--web.listen-address", "127.0.0.1:0"]
+                    .iter()
+                    .take(if args.len() == 1 { 2 } else { 0 }),
+            )
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("nested more than 64 levels"),
+            "{args:?}: {err}"
+        );
+    }
+}

@@ -30,6 +30,42 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// The most errors kept for one file; a broken generated file can hold millions, and the
+/// first hundred say what is wrong. The rest are counted in a last line.
+pub const MAX_SHOWN: usize = 100;
+
+impl ConfigErrors {
+    /// The first [`MAX_SHOWN`] of `errors`, then one line counting the rest.
+    pub fn capped(errors: impl IntoIterator<Item = ConfigError>) -> ConfigErrors {
+        let mut kept = Vec::new();
+        let mut more = 0usize;
+        for e in errors {
+            if kept.len() < MAX_SHOWN {
+                kept.push(e);
+            } else {
+                more += 1;
+            }
+        }
+        let file = kept.first().map(|e| e.file.clone());
+        if let (Some(file), true) = (file, more > 0) {
+            kept.push(ConfigError::more(file, more));
+        }
+        ConfigErrors(kept)
+    }
+}
+
+impl ConfigError {
+    /// The line that counts errors left out.
+    pub fn more(file: String, n: usize) -> ConfigError {
+        ConfigError {
+            file,
+            line: 0,
+            column: 0,
+            message: format!("... and {n} more error{}", if n == 1 { "" } else { "s" }),
+        }
+    }
+}
+
 /// Every problem found in one configuration file, in file order.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
@@ -65,6 +101,14 @@ pub enum LoadError {
         /// The I/O error.
         #[source]
         source: std::io::Error,
+    },
+    /// The file is larger than netmon reads.
+    #[error("config file {path} is larger than {} MiB: split the targets across files or trim it", .limit >> 20)]
+    TooLarge {
+        /// The path as given.
+        path: String,
+        /// The limit in bytes.
+        limit: u64,
     },
     /// The file was read but is not a valid configuration.
     #[error(transparent)]

@@ -13,7 +13,7 @@ use marked_yaml::{LoaderOptions, Node, Span};
 use crate::base::hint::did_you_mean;
 use crate::base::values::Duration;
 
-use crate::config::error::{ConfigError, ConfigErrors, LoadError};
+use crate::config::error::{ConfigError, ConfigErrors, LoadError, MAX_SHOWN};
 use crate::config::model::{Config, Defaults, Target};
 
 mod service;
@@ -58,12 +58,27 @@ impl std::fmt::Display for Source {
     }
 }
 
+/// The largest configuration file read: generous (a million services fit in 16 MiB), and a
+/// bound on the memory and time one file can cost.
+pub const MAX_FILE_SIZE: u64 = 16 << 20;
+
 /// Reads and validates a configuration file.
 pub fn load_file(path: &Path) -> Result<Config, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    use std::io::Read;
+    let read_error = |source| LoadError::Read {
         path: path.display().to_string(),
         source,
-    })?;
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE_SIZE + 1).read_to_string(&mut text))
+        .map_err(read_error)?;
+    if text.len() as u64 > MAX_FILE_SIZE {
+        return Err(LoadError::TooLarge {
+            path: path.display().to_string(),
+            limit: MAX_FILE_SIZE,
+        });
+    }
     Ok(load(&text, &path.display().to_string())?)
 }
 
@@ -73,6 +88,7 @@ pub fn load(text: &str, file: &str) -> Result<Config, ConfigErrors> {
         file,
         origin_file: file.into(),
         errors: Vec::new(),
+        left_out: 0,
         defaults_timeout_at: None,
         target_timeout_at: None,
     };
@@ -81,6 +97,10 @@ pub fn load(text: &str, file: &str) -> Result<Config, ConfigErrors> {
         Some(c) if cx.errors.is_empty() => Ok(c),
         _ => {
             cx.errors.sort_by_key(|e| (e.line, e.column));
+            if cx.left_out > 0 {
+                cx.errors
+                    .push(ConfigError::more(file.to_string(), cx.left_out));
+            }
             Err(ConfigErrors(cx.errors))
         }
     }
@@ -99,10 +119,39 @@ struct Loader<'a> {
     /// `file`, shared by every service's origin.
     origin_file: std::sync::Arc<str>,
     errors: Vec<ConfigError>,
+    /// Errors found beyond [`MAX_SHOWN`], counted only.
+    left_out: usize,
     /// Where `defaults: {timeout:}` and the current target's `timeout:` were written, so an
     /// error about the timeout a service inherits points at the key that set it.
     defaults_timeout_at: Option<(usize, usize)>,
     target_timeout_at: Option<(usize, usize)>,
+}
+
+/// The deepest nesting of mappings and sequences accepted. A configuration needs five levels
+/// (targets, host, services, service, an option's mapping); the YAML tree is built and walked
+/// recursively, so without a limit a few kilobytes of `- - - -` would overflow the stack.
+pub const MAX_DEPTH: usize = 64;
+
+/// Where nesting first goes beyond [`MAX_DEPTH`], if it does. Reads the text with
+/// yaml-rust2's event parser, which keeps its state on the heap and needs no recursion; a
+/// syntax error stops the check and is reported by the real parse.
+fn too_deep(text: &str) -> Option<(usize, usize)> {
+    use yaml_rust2::parser::{Event, Parser};
+    let mut parser = Parser::new_from_str(text);
+    let mut depth = 0usize;
+    loop {
+        match parser.next_token() {
+            Ok((Event::SequenceStart(..) | Event::MappingStart(..), mark)) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Some((mark.line(), mark.col() + 1));
+                }
+            }
+            Ok((Event::SequenceEnd | Event::MappingEnd, _)) => depth = depth.saturating_sub(1),
+            Ok((Event::StreamEnd, _)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
 }
 
 /// Where `key` is written in `map`, if it is.
@@ -120,6 +169,10 @@ fn line_col(span: &Span) -> (usize, usize) {
 
 impl Loader<'_> {
     fn err_at(&mut self, (line, column): (usize, usize), message: impl Into<String>) {
+        if self.errors.len() >= MAX_SHOWN {
+            self.left_out += 1;
+            return;
+        }
         self.errors.push(ConfigError {
             file: self.file.to_string(),
             line,
@@ -139,6 +192,13 @@ impl Loader<'_> {
                 .all(|l| l.trim_start().starts_with('#') || l.trim().is_empty())
         {
             self.err_at((0, 0), "the configuration is empty: it needs a `targets:` mapping (see examples/netmon.yml)");
+            return None;
+        }
+        if let Some(at) = too_deep(text) {
+            self.err_at(
+                at,
+                format!("mappings and sequences are nested more than {MAX_DEPTH} levels deep here: a netmon configuration needs far fewer"),
+            );
             return None;
         }
         let options = LoaderOptions::default().error_on_duplicate_keys(true);
@@ -434,3 +494,6 @@ impl Loader<'_> {
         out
     }
 }
+
+#[cfg(test)]
+mod tests;
