@@ -151,6 +151,7 @@ impl TcpProbe {
 
 /// Reads the banner and judges it with the default [`SETTLE`] time. Generic over the stream
 /// and `pub(crate)` so `crate::fuzzing` can feed it bytes in memory.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) async fn expect<S: AsyncRead + Unpin>(
     stream: &mut S,
     re: &Regex,

@@ -361,6 +361,7 @@ pub async fn fetch(
 
 /// Sends `req` over an established stream with HTTP/1.1 and waits for the response head:
 /// everything after connect and TLS. `pub(crate)` so `crate::fuzzing` can answer from memory.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) async fn exchange_on<S>(
     io: S,
     req: &Request<'_>,
