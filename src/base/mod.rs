@@ -1,6 +1,8 @@
 //! Leaf building blocks every other layer uses and which use nothing of netmon: config value
-//! types, name hints, label sets, probe outcomes, name resolution and listening sockets.
+//! types, name hints, label sets, probe outcomes, name resolution, listening sockets and the
+//! escaping of received bytes for messages.
 
+pub mod escape;
 pub mod hint;
 pub mod labels;
 pub mod listen;

@@ -1,8 +1,16 @@
 //! The TCP probe: connect to host:port, optionally send a line and match the banner.
 //!
-//! Up when the connection is established (and `expect_regex` matches what the peer sends
-//! within the timeout); latency is the connect time, so a slow banner does not read as a slow
-//! network. Reads are bounded by `max_read` bytes.
+//! Up when the connection is established (and `expect_regex` matches what the peer sends);
+//! latency is the connect time, so a slow banner does not read as a slow network. Reads are
+//! bounded by `max_read` bytes.
+//!
+//! What arrived decides, not the clock: the banner is judged as soon as its first line is
+//! complete (with whatever arrived together with it), when the peer closes, when `max_read`
+//! bytes are in, or [`SETTLE`] after the first bytes when no newline comes. A banner that
+//! does not match is then reason `mismatch`, with the bytes shown in the message; only a peer
+//! that sends nothing at all runs into the timeout (reason `timeout`). sshd, for example,
+//! sends its one-line banner and then waits for ours, so waiting for more would only ever end
+//! in the timeout.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::base::escape::shown;
 use crate::base::outcome::{Failure, Outcome, Reason, Success, Target};
 use crate::base::resolve;
 use crate::base::values::{IpPreference, Regex};
@@ -85,16 +94,25 @@ impl Definition for Tcp {
     }
 }
 
+/// How long a banner that has begun may take to complete its first line: 250 ms after its
+/// first bytes (or a quarter of the service's timeout, if that is shorter).
+pub const SETTLE: Duration = Duration::from_millis(250);
+
 /// Probes one TCP service.
 #[derive(Debug)]
 pub struct TcpProbe {
     options: Options,
+    settle: Duration,
 }
 
 impl TcpProbe {
     /// Builds the probe; TCP has only the common metric families.
-    pub fn new(options: Options, _ctx: &Context<'_>) -> Self {
-        TcpProbe { options }
+    pub fn new(options: Options, ctx: &Context<'_>) -> Self {
+        TcpProbe {
+            options,
+            // Leaves the runner's timeout room to fall after a banner has been judged.
+            settle: SETTLE.min(ctx.timeout / 4),
+        }
     }
 
     async fn probe(&self, target: &Target) -> Outcome {
@@ -125,42 +143,83 @@ impl TcpProbe {
                 .map_err(|e| Failure::io("send", &e))?;
         }
         if let Some(re) = &self.options.expect_regex {
-            expect(&mut stream, re, self.options.max_read).await?;
+            expect_settled(&mut stream, re, self.options.max_read, self.settle).await?;
         }
         Ok(Success::new(latency.max(Duration::from_nanos(1))))
     }
 }
 
-/// Reads until `re` matches, the peer closes, or `max` bytes have come without a match.
-/// Generic over the stream and `pub(crate)` so `crate::fuzzing` can feed it bytes in memory.
+/// Reads the banner and judges it with the default [`SETTLE`] time. Generic over the stream
+/// and `pub(crate)` so `crate::fuzzing` can feed it bytes in memory.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) async fn expect<S: AsyncRead + Unpin>(
     stream: &mut S,
     re: &Regex,
     max: usize,
 ) -> Result<(), Failure> {
+    expect_settled(stream, re, max, SETTLE).await
+}
+
+/// Reads until `re` matches what arrived, or until the banner can be judged: its first line
+/// is complete, the peer closed, `max` bytes are in, or `settle` has passed since the first
+/// bytes. Until the first bytes, the wait is the runner's timeout.
+pub(crate) async fn expect_settled<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    re: &Regex,
+    max: usize,
+    settle: Duration,
+) -> Result<(), Failure> {
     let mut buf = Vec::with_capacity(max.min(4096));
-    let mut chunk = [0u8; 1024];
+    // One read takes everything the socket holds (up to this), so a reply sent in one piece
+    // is judged whole even when its first line is complete.
+    let mut chunk = vec![0u8; max.min(16 * 1024)];
+    let mut settled_at = None;
     loop {
         let room = (max - buf.len()).min(chunk.len());
-        let n = stream
-            .read(&mut chunk[..room])
-            .await
-            .map_err(|e| Failure::io("read banner", &e))?;
+        let read = stream.read(&mut chunk[..room]);
+        let n = match settled_at {
+            None => read.await,
+            Some(deadline) => match tokio::time::timeout_at(deadline, read).await {
+                Ok(r) => r,
+                Err(_) => return Err(mismatch(&buf, re, "")),
+            },
+        }
+        .map_err(|e| Failure::io("read banner", &e))?;
         buf.extend_from_slice(&chunk[..n]);
         if re.0.is_match(&String::from_utf8_lossy(&buf)) {
             return Ok(());
         }
-        if n == 0 || buf.len() >= max {
-            return Err(Failure::new(
-                Reason::Mismatch,
-                format!(
-                    "banner {:?} does not match /{}/",
-                    String::from_utf8_lossy(&buf[..buf.len().min(128)]),
-                    re.as_str()
-                ),
-            ));
+        if n == 0 {
+            if buf.is_empty() {
+                return Err(Failure::new(
+                    Reason::Mismatch,
+                    format!(
+                        "the peer closed the connection without sending anything (expected /{}/)",
+                        re.as_str()
+                    ),
+                ));
+            }
+            return Err(mismatch(&buf, re, " before the peer closed"));
         }
+        if buf.len() >= max {
+            return Err(mismatch(&buf, re, " (max_read reached)"));
+        }
+        if buf.contains(&b'\n') {
+            return Err(mismatch(&buf, re, ""));
+        }
+        settled_at.get_or_insert_with(|| Instant::now() + settle);
     }
+}
+
+fn mismatch(received: &[u8], re: &Regex, how: &str) -> Failure {
+    Failure::new(
+        Reason::Mismatch,
+        format!(
+            "received {}{how}, which does not match /{}/",
+            shown(received),
+            re.as_str()
+        ),
+    )
 }
 
 impl Probe for TcpProbe {
@@ -270,6 +329,103 @@ mod tests {
         o.max_read = 100;
         let e = probe(o).run(&target()).await.unwrap_err();
         assert_eq!(e.reason, Reason::Mismatch);
+    }
+
+    /// A peer that sends `parts` with `gap` between them and then keeps the connection open.
+    async fn trickle(parts: &'static [&'static [u8]], gap: Duration) -> std::net::SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    for p in parts {
+                        let _ = s.write_all(p).await;
+                        tokio::time::sleep(gap).await;
+                    }
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                });
+            }
+        });
+        addr
+    }
+
+    fn expecting(port: u16, re: &str) -> TcpProbe {
+        let mut o = options(port);
+        o.expect_regex = Some(Regex::new(re).unwrap());
+        probe(o)
+    }
+
+    #[tokio::test]
+    async fn a_banner_that_does_not_match_fails_at_its_first_line() {
+        // As sshd does: one line, then it waits for the client's banner.
+        let addr = server(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n", false).await;
+        let start = Instant::now();
+        let e = expecting(addr.port(), "^SSH-1\\.99")
+            .run(&target())
+            .await
+            .unwrap_err();
+        assert!(start.elapsed() < Duration::from_millis(200), "{:?}", start.elapsed());
+        assert_eq!(e.reason, Reason::Mismatch, "{e}");
+        assert_eq!(
+            e.message,
+            r#"received "SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n", which does not match /^SSH-1\.99/"#
+        );
+    }
+
+    #[tokio::test]
+    async fn a_banner_without_newline_is_judged_after_the_settle_time() {
+        let addr = trickle(&[b"+OK hel", b"lo"], Duration::from_millis(20)).await;
+        let start = Instant::now();
+        let e = expecting(addr.port(), "^-ERR")
+            .run(&target())
+            .await
+            .unwrap_err();
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(240) && took < Duration::from_secs(1), "{took:?}");
+        assert_eq!(e.reason, Reason::Mismatch, "{e}");
+        assert!(e.message.contains(r#""+OK hello""#), "{e}");
+    }
+
+    #[tokio::test]
+    async fn lines_that_arrive_together_are_judged_together() {
+        let addr = server(b"220-mail.example\r\n220 ESMTP ready\r\n", false).await;
+        expecting(addr.port(), "ESMTP ready")
+            .run(&target())
+            .await
+            .unwrap();
+        // The first line decides when the rest comes later.
+        let addr = trickle(&[b"220-mail.example\r\n", b"220 ESMTP ready\r\n"], Duration::from_millis(100)).await;
+        let e = expecting(addr.port(), "ESMTP ready")
+            .run(&target())
+            .await
+            .unwrap_err();
+        assert!(e.message.contains(r#""220-mail.example\r\n""#), "{e}");
+        // A pattern matched by the bytes before the newline needs no more.
+        let addr = trickle(&[b"SSH-2.0-x", b"\r\n"], Duration::from_millis(50)).await;
+        expecting(addr.port(), "^SSH-2").run(&target()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn silence_is_left_to_the_timeout_and_a_close_is_judged_at_once() {
+        // Nothing arrives: the probe waits; the runner's timeout (here the test's) ends it.
+        let addr = server(b"", false).await;
+        let waited = tokio::time::timeout(
+            Duration::from_millis(400),
+            expecting(addr.port(), "^SSH").run(&target()),
+        )
+        .await;
+        assert!(waited.is_err(), "{waited:?}");
+
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                drop(s);
+            }
+        });
+        let e = expecting(port, "^SSH").run(&target()).await.unwrap_err();
+        assert_eq!(e.reason, Reason::Mismatch, "{e}");
+        assert!(e.message.contains("without sending anything"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! address or port are never delivered to us. Silence until shortly before the timeout is down
 //! (reason `timeout`) unless `silence_is_up: true`, for services that never answer a probe they
 //! do not understand. Reads are bounded by `max_read` bytes.
+//!
+//! As for tcp banners, what arrived decides: the first reply is judged the moment it arrives,
+//! and one that does not match is reason `mismatch` with its first bytes in the message;
+//! `timeout` means that nothing arrived.
 
 use std::sync::Arc;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -17,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
+use crate::base::escape::shown;
 use crate::base::outcome::{Failure, Outcome, Reason, Success, Target};
 use crate::base::resolve;
 use crate::base::values::{IpPreference, Regex};
@@ -219,15 +224,18 @@ impl UdpProbe {
 }
 
 /// Judges the reply's bytes against `expect_regex`, read as UTF-8 with invalid sequences
-/// replaced. `pub(crate)` for `crate::fuzzing`.
+/// replaced. A datagram is complete when it arrives, so this is the moment of judgement: the
+/// first reply decides at once. `pub(crate)` for `crate::fuzzing`.
 pub(crate) fn check_reply(expect: Option<&Regex>, reply: &[u8]) -> Result<(), Failure> {
     if let Some(re) = expect {
-        let text = String::from_utf8_lossy(reply);
-        if !re.0.is_match(&text) {
-            let shown: String = text.chars().take(128).collect();
+        if !re.0.is_match(&String::from_utf8_lossy(reply)) {
             return Err(Failure::new(
                 Reason::Mismatch,
-                format!("reply {shown:?} does not match /{}/", re.as_str()),
+                format!(
+                    "received {}, which does not match /{}/",
+                    shown(reply),
+                    re.as_str()
+                ),
             ));
         }
     }
@@ -325,6 +333,24 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.reason, Reason::Mismatch);
         assert!(e.message.contains("pong:ping"), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn a_reply_that_does_not_match_fails_at_once_and_shows_its_bytes() {
+        let addr = responder(b"\x00\x01\r\n", false).await;
+        let mut o = options(addr.port());
+        o.expect_regex = Some(Regex::new("^PONG").unwrap());
+        let start = Instant::now();
+        let e = probe(o, Duration::from_secs(2))
+            .run(&target())
+            .await
+            .unwrap_err();
+        assert!(start.elapsed() < Duration::from_millis(500), "{:?}", start.elapsed());
+        assert_eq!(e.reason, Reason::Mismatch);
+        assert_eq!(
+            e.message,
+            r#"received "\x00\x01\r\nping", which does not match /^PONG/"#
+        );
     }
 
     #[tokio::test]

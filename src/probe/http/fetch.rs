@@ -1,23 +1,27 @@
-//! One HTTP/1.1 request on one fresh connection, timed phase by phase: resolve, connect, TLS,
+//! One HTTP request on one fresh connection, timed phase by phase: resolve, connect, TLS,
 //! processing (request sent until the response head is in) and transfer (the body).
 //!
-//! This is the one code path the probe measures with: a hyper 1 client connection over a tokio
-//! `TcpStream`, wrapped in tokio-rustls for https. reqwest hides these phases, hence hyper. The
-//! connection future is polled inside the probe's own future (never spawned), so when the
-//! runner drops the probe on timeout, the socket goes with it.
+//! This is the one code path the probe measures with: a hyper 1 client connection (HTTP/1.1,
+//! or HTTP/2 when ALPN picks `h2` or the service asks for it) over a tokio `TcpStream`,
+//! wrapped in tokio-rustls for https. reqwest hides these phases, hence hyper. The connection
+//! future, and everything hyper's HTTP/2 client would spawn, is polled inside the probe's own
+//! future (see [`Inline`]), so when the runner drops the probe on timeout, the socket goes
+//! with it.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::{http1, http2};
 use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::{Method, StatusCode, Uri};
+use hyper::{Method, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -25,7 +29,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use url::{Host, Position, Url};
 
-use super::tls::{Chain, Tls, earliest_not_after};
+use super::options::HttpVersion;
+use super::tls::{ALPN_H2, ALPN_HTTP1, Chain, Tls, earliest_not_after};
 use crate::base::outcome::{Failure, Reason};
 use crate::base::resolve;
 use crate::base::values::IpPreference;
@@ -138,20 +143,92 @@ pub struct Request<'a> {
     pub ip: IpPreference,
 }
 
+/// Which HTTP version to speak on each kind of connection, from `http_version` and `h2c`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Versions {
+    /// Over TLS: `Auto` speaks what ALPN picks; `Http2` requires `h2`.
+    pub tls: HttpVersion,
+    /// Over cleartext: `Http1`, or `Http2` with prior knowledge.
+    pub cleartext: HttpVersion,
+}
+
+impl Versions {
+    /// The versions for a service's `http_version` and `h2c` options.
+    pub fn new(version: HttpVersion, h2c: bool) -> Self {
+        let cleartext = if h2c || version == HttpVersion::Http2 {
+            HttpVersion::Http2
+        } else {
+            HttpVersion::Http1
+        };
+        Versions {
+            tls: version,
+            cleartext,
+        }
+    }
+
+    /// The ALPN protocols offered over TLS, most preferred first.
+    pub fn alpn(self) -> &'static [&'static [u8]] {
+        match self.tls {
+            HttpVersion::Auto => &[ALPN_H2, ALPN_HTTP1],
+            HttpVersion::Http1 => &[ALPN_HTTP1],
+            HttpVersion::Http2 => &[ALPN_H2],
+        }
+    }
+}
+
+impl Default for Versions {
+    fn default() -> Self {
+        Versions::new(HttpVersion::Auto, false)
+    }
+}
+
 /// A response whose head has arrived; the body is still on the connection.
 #[derive(Debug)]
 pub struct Exchange {
     /// The status.
     pub status: StatusCode,
+    /// The HTTP version of the response.
+    pub version: Version,
     /// The `Location` header, if any and readable.
     pub location: Option<String>,
     body: Incoming,
     driver: Driver,
 }
 
-/// Polls the hyper connection future alongside whatever waits on it.
+/// The executor given to hyper's HTTP/2 client, which would otherwise spawn the connection
+/// (and a task per request body) onto the runtime, where a probe dropped on timeout could not
+/// take the socket with it. It only queues the futures; [`Driver`] polls them.
+#[derive(Clone, Default)]
+struct Inline(Arc<Mutex<Vec<BoxFuture<'static, ()>>>>);
+
+impl<F> hyper::rt::Executor<F> for Inline
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Box::pin(fut));
+    }
+}
+
+impl Inline {
+    fn take(&self) -> Vec<BoxFuture<'static, ()>> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+}
+
+/// Polls the hyper connection future, and what hyper handed to [`Inline`], alongside whatever
+/// waits on them.
 struct Driver {
     conn: Option<Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>>,
+    spawned: Inline,
+    tasks: Vec<BoxFuture<'static, ()>>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -161,27 +238,54 @@ impl std::fmt::Debug for Driver {
 }
 
 impl Driver {
+    fn new(conn: Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>, spawned: Inline) -> Self {
+        Driver {
+            conn: Some(conn),
+            spawned,
+            tasks: Vec::new(),
+        }
+    }
+
     /// Runs `fut` to completion while driving the connection. Once the connection ends (the
     /// server closed, or an error that hyper also hands to the request), `fut` finishes alone.
     async fn run<F: Future>(&mut self, fut: F) -> F::Output {
         let mut fut = pin!(fut);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(out);
+            }
+            self.poll_background(cx);
+            // Whatever the background made ready has woken this task: it is polled again.
+            Poll::Pending
+        })
+        .await
+    }
+
+    fn poll_background(&mut self, cx: &mut Context<'_>) {
         if let Some(conn) = self.conn.as_mut() {
-            tokio::select! {
-                biased;
-                out = &mut fut => return out,
-                _ = conn => self.conn = None,
+            if conn.as_mut().poll(cx).is_ready() {
+                self.conn = None;
             }
         }
-        fut.await
+        // Polling a task may queue another (a request body pipe); hyper queues a bounded
+        // number per request, so this ends.
+        loop {
+            self.tasks.extend(self.spawned.take());
+            self.tasks.retain_mut(|t| t.as_mut().poll(cx).is_pending());
+            if self.spawned.is_empty() {
+                return;
+            }
+        }
     }
 }
 
-/// Sends `req` over a new connection and waits for the response head. `clock` is moved
-/// through the phases; `not_after` is lowered to the earliest certificate expiry seen, even
-/// when verification fails.
+/// Sends `req` over a new connection and waits for the response head, speaking the HTTP
+/// version `versions` asks for. `clock` is moved through the phases; `not_after` is lowered to
+/// the earliest certificate expiry seen, even when verification fails.
 pub async fn fetch(
     req: &Request<'_>,
     tls: &Tls,
+    versions: Versions,
     clock: &mut Clock,
     not_after: &mut Option<i64>,
 ) -> Result<Exchange, Failure> {
@@ -202,10 +306,12 @@ pub async fn fetch(
         "https" => {
             clock.enter(Phase::Tls);
             let chain = Chain::default();
+            let alpn = versions.alpn();
             let config = tls
-                .client_config(chain.clone())
+                .client_config(chain.clone(), alpn)
                 .map_err(|e| Failure::new(Reason::Tls, format!("tls setup: {e}")))?;
             let name = server_name(url, req.server_name)?;
+            let checked = req.server_name.unwrap_or(host).to_string();
             let result = tokio_rustls::TlsConnector::from(Arc::new(config))
                 .connect(name, tcp)
                 .await;
@@ -213,19 +319,49 @@ pub async fn fetch(
             if let Some(t) = earliest_not_after(&presented) {
                 *not_after = Some(not_after.map_or(t, |old| old.min(t)));
             }
-            let stream = result.map_err(|e| tls_failure(host, &e))?;
+            let stream = result.map_err(|e| {
+                let why = tls.explain_io(&e, &presented, &checked, alpn);
+                Failure::new(Reason::Tls, format!("{host}:{port}: {why}"))
+            })?;
+            let h2 = match stream.get_ref().1.alpn_protocol() {
+                Some(p) => p == ALPN_H2,
+                None => false,
+            };
+            if versions.tls == HttpVersion::Http2 && !h2 {
+                return Err(Failure::new(
+                    Reason::Protocol,
+                    format!(
+                        "{host}:{port} did not agree to HTTP/2 by ALPN, which http_version: 2 requires"
+                    ),
+                ));
+            }
             clock.enter(Phase::Processing);
-            exchange_on(stream, req, clock).await
+            exchange_with(stream, req, clock, h2).await
         }
         _ => {
             clock.enter(Phase::Processing);
-            exchange_on(tcp, req, clock).await
+            let h2 = versions.cleartext == HttpVersion::Http2;
+            exchange_with(tcp, req, clock, h2).await.map_err(|f| {
+                // A server that hangs up on the HTTP/2 preface does not speak h2c.
+                if h2 && matches!(f.reason, Reason::Io | Reason::Refused | Reason::Protocol) {
+                    Failure::new(
+                        Reason::Protocol,
+                        format!(
+                            "{} (HTTP/2 with prior knowledge: does {host}:{port} speak h2c?)",
+                            f.message
+                        ),
+                    )
+                } else {
+                    f
+                }
+            })
         }
     }
 }
 
-/// Sends `req` over an established stream and waits for the response head: everything after
-/// connect and TLS. `pub(crate)` so `crate::fuzzing` can answer from memory.
+/// Sends `req` over an established stream with HTTP/1.1 and waits for the response head:
+/// everything after connect and TLS. `pub(crate)` so `crate::fuzzing` can answer from memory.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) async fn exchange_on<S>(
     io: S,
     req: &Request<'_>,
@@ -234,14 +370,55 @@ pub(crate) async fn exchange_on<S>(
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let (mut sender, mut driver) = handshake(io).await?;
-    let request = build_request(req)?;
-    let head = driver
-        .run(sender.send_request(request))
-        .await
-        .map_err(|e| hyper_failure("request", &e))?;
+    exchange_with(io, req, clock, false).await
+}
+
+/// [`exchange_on`] in HTTP/2 when `h2`, else HTTP/1.1.
+pub(crate) async fn exchange_with<S>(
+    io: S,
+    req: &Request<'_>,
+    clock: &mut Clock,
+    h2: bool,
+) -> Result<Exchange, Failure>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let request = build_request(req, h2)?;
+    let (head, driver) = if h2 {
+        let spawned = Inline::default();
+        let (mut sender, conn) = http2::Builder::new(spawned.clone())
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| hyper_failure("http/2 handshake", &e))?;
+        let mut driver = Driver::new(Box::pin(conn), spawned);
+        let head = driver.run(sender.send_request(request)).await;
+        (head, driver)
+    } else {
+        // No I/O happens here for HTTP/1: hyper only sets up the connection state.
+        let (mut sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| hyper_failure("http handshake", &e))?;
+        let mut driver = Driver::new(Box::pin(conn), Inline::default());
+        let head = driver.run(sender.send_request(request)).await;
+        (head, driver)
+    };
+    let head = head.map_err(|e| {
+        let f = hyper_failure("request", &e);
+        // An HTTP/2-only port (nginx `listen ... http2` in cleartext) answers an HTTP/1.1
+        // request with HTTP/2 frames, which do not parse as a status line.
+        if !h2 && e.is_parse() && f.message.contains("version") {
+            Failure::new(
+                f.reason,
+                format!("{}: the server may speak only HTTP/2 here (then set h2c: true)", f.message),
+            )
+        } else {
+            f
+        }
+    })?;
     clock.enter(Phase::Transfer);
     let status = head.status();
+    let version = head.version();
     let location = head
         .headers()
         .get(header::LOCATION)
@@ -249,6 +426,7 @@ where
         .map(str::to_owned);
     Ok(Exchange {
         status,
+        version,
         location,
         body: head.into_body(),
         driver,
@@ -304,28 +482,12 @@ async fn connect(addrs: &[SocketAddr]) -> Result<TcpStream, Failure> {
     Err(last.unwrap_or_else(|| Failure::new(Reason::Dns, "no address to connect to")))
 }
 
-async fn handshake<S>(io: S) -> Result<(SendRequest<Full<Bytes>>, Driver), Failure>
-where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    // No I/O happens here for HTTP/1: hyper only sets up the connection state.
-    let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| hyper_failure("http handshake", &e))?;
-    Ok((
-        sender,
-        Driver {
-            conn: Some(Box::pin(conn)),
-        },
-    ))
-}
-
-fn build_request(req: &Request<'_>) -> Result<hyper::Request<Full<Bytes>>, Failure> {
+fn build_request(req: &Request<'_>, h2: bool) -> Result<hyper::Request<Full<Bytes>>, Failure> {
     let url = req.url;
-    let target: Uri = url[Position::BeforePath..Position::AfterQuery]
-        .parse()
-        .map_err(|e| Failure::new(Reason::Protocol, format!("cannot request {url}: {e}")))?;
+    let bad = |e: &dyn std::fmt::Display| {
+        Failure::new(Reason::Protocol, format!("cannot request {url}: {e}"))
+    };
+    let path = &url[Position::BeforePath..Position::AfterQuery];
     let mut headers = req.headers.clone();
     let defaults = [
         (
@@ -340,17 +502,29 @@ fn build_request(req: &Request<'_>) -> Result<hyper::Request<Full<Bytes>>, Failu
     ];
     for (name, value) in defaults {
         if !headers.contains_key(&name) {
-            let value = HeaderValue::from_str(value).map_err(|e| {
-                Failure::new(Reason::Protocol, format!("cannot request {url}: {e}"))
-            })?;
+            let value = HeaderValue::from_str(value).map_err(|e| bad(&e))?;
             headers.insert(name, value);
         }
     }
-    // One request per connection: tell the server so it can free the socket at once.
-    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     let mut request = hyper::Request::new(Full::new(req.body.clone()));
+    if h2 {
+        // RFC 9113 8.3.1: the host travels as `:authority` (taken from a `Host` header the
+        // config gives, for virtual hosts), and 8.2.2 forbids connection-specific headers.
+        let authority = headers
+            .remove(header::HOST)
+            .and_then(|v| v.to_str().ok().map(str::to_owned))
+            .unwrap_or_else(|| url[Position::BeforeHost..Position::AfterPort].to_string());
+        *request.uri_mut() = format!("{}://{authority}{path}", url.scheme())
+            .parse()
+            .map_err(|e| bad(&e))?;
+        *request.version_mut() = Version::HTTP_2;
+    } else {
+        let target: Uri = path.parse().map_err(|e| bad(&e))?;
+        *request.uri_mut() = target;
+        // One request per connection: tell the server so it can free the socket at once.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     *request.method_mut() = req.method.clone();
-    *request.uri_mut() = target;
     *request.headers_mut() = headers;
     Ok(request)
 }
@@ -366,16 +540,6 @@ fn server_name(url: &Url, over: Option<&str>) -> Result<ServerName<'static>, Fai
         Some(Host::Ipv6(ip)) => Ok(ServerName::from(std::net::IpAddr::V6(ip))),
         None => Err(bad("")),
     }
-}
-
-/// A failed handshake is reason `tls` whatever the cause; the rustls error (for example
-/// `invalid peer certificate: UnknownIssuer`) is the message.
-fn tls_failure(host: &str, e: &std::io::Error) -> Failure {
-    let detail = match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-        Some(t) => t.to_string(),
-        None => e.to_string(),
-    };
-    Failure::new(Reason::Tls, format!("tls handshake with {host}: {detail}"))
 }
 
 /// Socket errors keep their class (refused, unreachable, io); anything else hyper reports is

@@ -7,8 +7,10 @@
 //! `netmon_http_phase_seconds` add up to it exactly (see [`fetch::Clock`]).
 //!
 //! - [`options`]: what the config says, validated while it loads.
-//! - [`fetch`]: one timed request on one connection (hyper over tokio-rustls).
-//! - [`tls`]: trust roots and the verifier that records the presented chain.
+//! - [`fetch`]: one timed request on one connection (hyper over tokio-rustls), in HTTP/1.1 or
+//!   HTTP/2.
+//! - [`tls`]: trust (ca_file or the system store), the verifier that records the presented
+//!   chain, and handshake failures in words.
 
 pub mod fetch;
 pub mod options;
@@ -31,7 +33,7 @@ use url::Url;
 
 pub use options::Options;
 
-use self::fetch::{Clock, Phase};
+use self::fetch::{Clock, Phase, Versions};
 use crate::base::labels::{FGauge, Labels, with_label};
 use crate::base::outcome::{Failure, Outcome, Reason, Success, Target};
 use crate::probe::shape::{BuildError, Context, Definition, Families, PortRule, Probe};
@@ -52,6 +54,7 @@ const ORIGIN_BOUND: [HeaderName; 4] = [
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
     status: Family<Labels, Gauge>,
+    version: Family<Labels, FGauge>,
     phase: Family<Labels, FGauge>,
     not_after: Family<Labels, Gauge>,
 }
@@ -64,6 +67,11 @@ impl Metrics {
             "http_status_code",
             "HTTP status of the last response, after redirects; 0 when no response arrived",
             m.status.clone(),
+        );
+        registry.register(
+            "http_version",
+            "HTTP version of the last response (1, 1.1 or 2), after redirects; 0 when no response arrived",
+            m.version.clone(),
         );
         registry.register_with_unit(
             "http_phase",
@@ -150,9 +158,11 @@ pub struct HttpProbe {
     headers: HeaderMap,
     body: Bytes,
     tls: tls::Tls,
+    versions: Versions,
     labels: Labels,
     metrics: Metrics,
     status: Gauge,
+    version: FGauge,
     phases: [FGauge; 5],
 }
 
@@ -177,6 +187,7 @@ impl HttpProbe {
         let metrics = metrics.clone();
         let labels = ctx.labels.clone();
         let status = metrics.status.get_or_create_owned(&labels);
+        let version = metrics.version.get_or_create_owned(&labels);
         let phases = Phase::ALL.map(|p| {
             metrics
                 .phase
@@ -187,11 +198,13 @@ impl HttpProbe {
             method: options.method(),
             body: Bytes::from(options.body.clone().unwrap_or_default()),
             tls: tls::Tls::new(&options.tls)?,
+            versions: Versions::new(options.http_version, options.h2c),
             headers,
             options,
             labels,
             metrics,
             status,
+            version,
             phases,
         })
     }
@@ -226,6 +239,7 @@ impl HttpProbe {
             probe: self,
             clock: Clock::start(),
             status: 0,
+            version: 0.0,
             not_after: None,
         };
         let mut url = self.start_url(&target.host)?;
@@ -253,12 +267,14 @@ impl HttpProbe {
             let mut exchange = fetch::fetch(
                 &request,
                 &self.tls,
+                self.versions,
                 &mut report.clock,
                 &mut report.not_after,
             )
             .await?;
             let status = exchange.status;
             report.status = status.as_u16();
+            report.version = version_value(exchange.version);
             if self.options.follow_redirects && is_redirect(status) {
                 if let Some(location) = exchange.location.take() {
                     let next = redirect_target(&url, &location, &visited)?;
@@ -328,6 +344,19 @@ pub(crate) fn redirect_target(url: &Url, location: &str, visited: &[Url]) -> Res
     Ok(next)
 }
 
+/// The value of `netmon_http_version` for a response of `version`.
+fn version_value(version: hyper::Version) -> f64 {
+    match version {
+        hyper::Version::HTTP_09 => 0.9,
+        hyper::Version::HTTP_10 => 1.0,
+        hyper::Version::HTTP_11 => 1.1,
+        hyper::Version::HTTP_2 => 2.0,
+        hyper::Version::HTTP_3 => 3.0,
+        // An unknown version cannot come from hyper's parsers; 0 reads as "none".
+        _ => 0.0,
+    }
+}
+
 pub(crate) fn is_redirect(status: StatusCode) -> bool {
     matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
 }
@@ -359,6 +388,7 @@ struct Report<'a> {
     probe: &'a HttpProbe,
     clock: Clock,
     status: u16,
+    version: f64,
     not_after: Option<i64>,
 }
 
@@ -369,6 +399,7 @@ impl Drop for Report<'_> {
             gauge.set(spent.as_secs_f64());
         }
         self.probe.status.set(i64::from(self.status));
+        self.probe.version.set(self.version);
         if let Some(t) = self.not_after {
             self.probe
                 .metrics
@@ -386,6 +417,7 @@ impl Probe for HttpProbe {
 
     fn forget(&self) {
         self.metrics.status.remove(&self.labels);
+        self.metrics.version.remove(&self.labels);
         self.metrics.not_after.remove(&self.labels);
         for p in Phase::ALL {
             self.metrics

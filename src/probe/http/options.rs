@@ -4,7 +4,8 @@
 //! run time: the URL parses and its scheme matches the service type, the method and headers
 //! are valid HTTP tokens, status patterns are codes or classes, the regexes compile and the
 //! `tls.ca_file` is read and parsed as PEM certificates when the config is read (a reload
-//! reads it again, so a renewed CA file is picked up by `POST /-/reload`).
+//! reads it again, so a renewed CA file is picked up by `POST /-/reload`), and `http_version`
+//! and `h2c` agree with each other and with the scheme.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -95,6 +96,12 @@ pub struct Options {
         skip_serializing_if = "is_default_max_body"
     )]
     pub max_body: usize,
+    /// Which HTTP version to speak: `auto` (ALPN's choice on https, 1.1 on http), `1.1` or `2`.
+    #[serde(default, skip_serializing_if = "HttpVersion::is_auto")]
+    pub http_version: HttpVersion,
+    /// Speak HTTP/2 with prior knowledge on cleartext connections (h2c, RFC 9113 3.3).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub h2c: bool,
 }
 
 impl Options {
@@ -153,6 +160,15 @@ impl Options {
                 "max_body must be between 1 and {MAX_MAX_BODY} bytes"
             ));
         }
+        if self.h2c && self.http_version == HttpVersion::Http1 {
+            return Err(
+                "`h2c: true` (HTTP/2) and `http_version: 1.1` contradict each other; keep one"
+                    .into(),
+            );
+        }
+        if self.h2c && scheme == "https" {
+            return Err("`h2c` is HTTP/2 over cleartext and this is an https service: over TLS, HTTP/2 is chosen by ALPN (`http_version: auto`, the default) or required with `http_version: 2`".into());
+        }
         self.tls.validate()
     }
 
@@ -167,6 +183,83 @@ impl Options {
             Some(u) => u.0.port(),
             None => self.port,
         }
+    }
+}
+
+/// `http_version`: which HTTP versions a service speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HttpVersion {
+    /// Over TLS, offer `h2` and `http/1.1` by ALPN and speak what the server picks; over
+    /// cleartext, HTTP/1.1 (unless `h2c`).
+    #[default]
+    Auto,
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/2 only: required by ALPN over TLS, with prior knowledge over cleartext.
+    Http2,
+}
+
+impl HttpVersion {
+    /// The values accepted in the config.
+    pub const NAMES: [&'static str; 3] = ["auto", "1.1", "2"];
+
+    /// True for the default, so `save` can leave it out.
+    pub fn is_auto(&self) -> bool {
+        *self == HttpVersion::Auto
+    }
+
+    /// The value as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpVersion::Auto => "auto",
+            HttpVersion::Http1 => "1.1",
+            HttpVersion::Http2 => "2",
+        }
+    }
+
+    /// Parses `auto`, `1.1` or `2` (also `2.0`, `http/1.1`, `h2`, ignoring case).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(HttpVersion::Auto),
+            "1.1" | "http/1.1" => Ok(HttpVersion::Http1),
+            "2" | "2.0" | "h2" | "http/2" => Ok(HttpVersion::Http2),
+            other => Err(format!(
+                "invalid http_version `{other}`{}: write `auto`, `1.1` or `2`",
+                crate::base::hint::did_you_mean(other, HttpVersion::NAMES)
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HttpVersion {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = HttpVersion;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`auto`, `1.1` or `2`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<HttpVersion, E> {
+                HttpVersion::parse(v).map_err(E::custom)
+            }
+            // YAML reads an unquoted `1.1` or `2` as a number.
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<HttpVersion, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<HttpVersion, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<HttpVersion, E> {
+                self.visit_str(&v.to_string())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for HttpVersion {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -337,7 +430,8 @@ pub struct TlsOptions {
     /// Accept any certificate (the expiry is still read and exported).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure_skip_verify: bool,
-    /// PEM file of the CA certificates to trust instead of the built-in Mozilla roots.
+    /// PEM file of the certificates to trust instead of the system trust store: CA
+    /// certificates, or the server's own (self-signed) certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<CaFile>,
     /// The name sent in SNI and checked against the certificate, instead of the URL's host.

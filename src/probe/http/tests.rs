@@ -561,12 +561,14 @@ async fn a_self_signed_certificate_fails_unless_trusted() {
     let addr = server(Some(config)).await;
     let port = addr.port();
 
-    // Built-in roots: unknown issuer, reason tls, and the expiry is still exported.
+    // The system trust store: not trusted, reason tls, and the expiry is still exported.
     let (p, _) = probe(Protocol::Https, &format!("{{port: {port}, path: /ok}}"));
     let e = run(&p).await.unwrap_err();
     assert_eq!(e.reason, Reason::Tls, "{e}");
-    assert!(e.message.contains("invalid peer certificate"), "{e}");
-    assert!(e.message.contains("UnknownIssuer"), "{e}");
+    assert_eq!(
+        e.message,
+        format!("127.0.0.1:{port}: self-signed certificate not in the system trust store")
+    );
     assert_eq!(p.status.get(), 0);
     assert_eq!(not_after(&p), Some(unix(SELF_SIGNED_NOT_AFTER)));
 
@@ -827,4 +829,322 @@ async fn a_server_that_hangs_up_without_answering_fails_at_once() {
         "{e}"
     );
     assert_eq!(p.status.get(), 0);
+}
+
+// ------------------------------------------------------------------ trust and HTTP versions
+
+/// Serves [`route`] in HTTP/1.1 and HTTP/2 (over TLS by ALPN, in cleartext by prior
+/// knowledge), as nginx with `http2 on` does.
+async fn server_h2(tls: Option<Arc<rustls::ServerConfig>>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tls.map(|c| {
+        let mut c = (*c).clone();
+        c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        tokio_rustls::TlsAcceptor::from(Arc::new(c))
+    });
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let conn = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                );
+                match acceptor {
+                    Some(a) => {
+                        if let Ok(s) = a.accept(stream).await {
+                            let _ = conn
+                                .serve_connection(TokioIo::new(s), service_fn(route))
+                                .await;
+                        }
+                    }
+                    None => {
+                        let _ = conn
+                            .serve_connection(TokioIo::new(stream), service_fn(route))
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Serves [`route`] in HTTP/2 only, with prior knowledge, as nginx `listen ... http2` does in
+/// cleartext.
+async fn h2_only_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http2::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(TokioIo::new(stream), service_fn(route))
+                .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A self-signed certificate as `openssl req -x509` makes it: CA:TRUE, with the names in
+/// subjectAltName. Returns its PEM and a server config presenting it.
+fn openssl_style(
+    names: &[&str],
+    not_before: (i32, u8, u8),
+    not_after: (i32, u8, u8),
+) -> (String, Arc<rustls::ServerConfig>) {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+        .unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(rcgen::DnType::CommonName, names[0]);
+    p.not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
+    p.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+    let cert = p.self_signed(&key).unwrap();
+    (cert.pem(), server_config(vec![cert.der().clone()], &key))
+}
+
+fn write_pem(dir: &tempfile::TempDir, name: &str, pem: &str) -> String {
+    let path = dir.path().join(name);
+    std::fs::write(&path, pem).unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test]
+async fn a_ca_true_self_signed_certificate_given_as_ca_file_is_trusted_with_its_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pem, config) = openssl_style(&["localhost", "127.0.0.1"], (2020, 1, 1), (2031, 5, 6));
+    let port = server(Some(config)).await.port();
+    let ca = write_pem(&dir, "c.crt", &pem);
+    let https = |extra: &str| format!("{{port: {port}, path: /ok, tls: {{ca_file: '{ca}'{extra}}}}}");
+
+    let (p, _) = probe(Protocol::Https, &https(""));
+    run(&p).await.unwrap();
+    assert_eq!(p.status.get(), 200);
+    let (p, _) = probe(Protocol::Https, &https(", server_name: localhost"));
+    run(&p).await.unwrap();
+
+    // Its names are still checked.
+    let (p, _) = probe(Protocol::Https, &https(", server_name: example.org"));
+    let e = run(&p).await.unwrap_err();
+    assert_eq!(e.reason, Reason::Tls, "{e}");
+    assert_eq!(
+        e.message,
+        format!("127.0.0.1:{port}: certificate is for localhost, 127.0.0.1, not example.org")
+    );
+
+    // Another self-signed certificate in ca_file does not make this one trusted.
+    let (other, _) = openssl_style(&["localhost"], (2020, 1, 1), (2031, 5, 6));
+    let wrong = write_pem(&dir, "other.crt", &other);
+    let (p, _) = probe(
+        Protocol::Https,
+        &format!("{{port: {port}, tls: {{ca_file: '{wrong}'}}}}"),
+    );
+    let e = run(&p).await.unwrap_err();
+    assert_eq!(
+        e.message,
+        format!("127.0.0.1:{port}: self-signed certificate not in ca_file")
+    );
+}
+
+#[tokio::test]
+async fn dates_of_an_exactly_trusted_certificate_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pem, config) = openssl_style(&["localhost", "127.0.0.1"], (2020, 1, 1), (2021, 1, 2));
+    let port = server(Some(config)).await.port();
+    let ca = write_pem(&dir, "expired.crt", &pem);
+    let (p, _) = probe(
+        Protocol::Https,
+        &format!("{{port: {port}, tls: {{ca_file: '{ca}'}}}}"),
+    );
+    let e = run(&p).await.unwrap_err();
+    assert_eq!(e.reason, Reason::Tls, "{e}");
+    assert_eq!(
+        e.message,
+        format!("127.0.0.1:{port}: certificate expired at 2021-01-02T00:00:00Z")
+    );
+    assert_eq!(not_after(&p), Some(unix((2021, 1, 2))));
+
+    let (pem, config) = openssl_style(&["127.0.0.1"], (2090, 1, 1), (2091, 1, 1));
+    let port = server(Some(config)).await.port();
+    let ca = write_pem(&dir, "future.crt", &pem);
+    let (p, _) = probe(
+        Protocol::Https,
+        &format!("{{port: {port}, tls: {{ca_file: '{ca}'}}}}"),
+    );
+    let e = run(&p).await.unwrap_err();
+    assert_eq!(
+        e.message,
+        format!("127.0.0.1:{port}: certificate is not valid before 2090-01-01T00:00:00Z")
+    );
+}
+
+#[tokio::test]
+async fn chain_failures_are_sentences() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki();
+    let port = server(Some(pki.server)).await.port();
+    let ca = write_pem(&dir, "ca.pem", &pki.ca_pem);
+    let (p, _) = probe(
+        Protocol::Https,
+        &format!("{{port: {port}, tls: {{ca_file: '{ca}', server_name: example.org}}}}"),
+    );
+    let e = run(&p).await.unwrap_err();
+    assert_eq!(
+        e.message,
+        format!("127.0.0.1:{port}: certificate is for localhost, 127.0.0.1, not example.org")
+    );
+    // A ca_file with another CA: the issuer the chain leads to is named.
+    let other = write_pem(&dir, "other.pem", &self_signed().0);
+    let (p, _) = probe(
+        Protocol::Https,
+        &format!("{{port: {port}, tls: {{ca_file: '{other}'}}}}"),
+    );
+    let e = run(&p).await.unwrap_err();
+    assert_eq!(
+        e.message,
+        format!("127.0.0.1:{port}: unknown issuer CN=netmon test CA, not in ca_file")
+    );
+    // Plain http where TLS was expected.
+    let plain = server(None).await.port();
+    let (p, _) = probe(
+        Protocol::Https,
+        &format!("{{port: {plain}, tls: {{ca_file: '{ca}'}}}}"),
+    );
+    let e = run(&p).await.unwrap_err();
+    assert!(
+        e.message.ends_with("the server does not speak TLS here (it sent a corrupt message): is the port plain http?"),
+        "{e}"
+    );
+    assert!(!e.message.contains("Other(") && !e.message.contains("Error"), "{e}");
+}
+
+fn version(p: &HttpProbe) -> f64 {
+    p.version.get()
+}
+
+#[tokio::test]
+async fn https_speaks_what_alpn_picks_and_http_version_can_require_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pem, config) = openssl_style(&["localhost", "127.0.0.1"], (2020, 1, 1), (2031, 5, 6));
+    let ca = write_pem(&dir, "c.crt", &pem);
+    let both = server_h2(Some(config.clone())).await.port();
+    let only_h1 = server(Some(config)).await.port();
+    let https = |port: u16, extra: &str| {
+        format!("{{port: {port}, path: /ok, tls: {{ca_file: '{ca}'}}{extra}}}")
+    };
+    let (p, _) = probe(Protocol::Https, &https(both, ""));
+    assert_eq!(version(&p), 0.0, "no version before a response");
+    run(&p).await.unwrap();
+    assert_eq!(version(&p), 2.0);
+    let (p, _) = probe(Protocol::Https, &https(both, ", http_version: 1.1"));
+    run(&p).await.unwrap();
+    assert_eq!(version(&p), 1.1);
+    let (p, _) = probe(Protocol::Https, &https(both, ", http_version: 2"));
+    run(&p).await.unwrap();
+    assert_eq!(version(&p), 2.0);
+
+    // A server without h2: auto falls back to 1.1, `2` is down.
+    let (p, _) = probe(Protocol::Https, &https(only_h1, ""));
+    run(&p).await.unwrap();
+    assert_eq!(version(&p), 1.1);
+    let (p, _) = probe(Protocol::Https, &https(only_h1, ", http_version: 2"));
+    let e = run(&p).await.unwrap_err();
+    assert_eq!(e.reason, Reason::Protocol, "{e}");
+    assert!(e.message.contains("did not agree to HTTP/2 by ALPN"), "{e}");
+    assert_eq!(version(&p), 0.0);
+}
+
+#[tokio::test]
+async fn h2c_speaks_http2_with_prior_knowledge_and_carries_bodies_and_redirects() {
+    let port = server_h2(None).await.port();
+    let (ok, p) = http(&format!("{{port: {port}, path: /ok}}")).await;
+    ok.unwrap();
+    assert_eq!(version(&p), 1.1);
+    for opt in ["h2c: true", "http_version: 2"] {
+        let (ok, p) = http(&format!("{{port: {port}, path: /ok, {opt}}}")).await;
+        ok.unwrap();
+        assert_eq!(version(&p), 2.0, "{opt}");
+    }
+    // A request body and a 307 (same method and body) over HTTP/2, with a Host override
+    // that becomes the :authority.
+    let (ok, p) = http(&format!(
+        "{{port: {port}, h2c: true, method: POST, body: payload, path: /temporary, headers: {{Host: 'localhost:{port}', X-Test: h2}}, body_regex: '^method=POST x-test=h2 auth=false body=payload$'}}"
+    ))
+    .await;
+    ok.unwrap();
+    assert_eq!(p.status.get(), 200);
+    // An HTTP/1.1-only server does not understand the HTTP/2 preface.
+    let h1 = server(None).await.port();
+    let (e, _) = http(&format!("{{port: {h1}, h2c: true}}")).await;
+    let e = e.unwrap_err();
+    assert_eq!(e.reason, Reason::Protocol, "{e}");
+    assert!(e.message.contains("does 127.0.0.1:"), "{e}");
+    // And the other way round: HTTP/1.1 to a port that speaks only HTTP/2.
+    let h2_only = h2_only_server().await.port();
+    let (e, _) = http(&format!("{{port: {h2_only}}}")).await;
+    let e = e.unwrap_err();
+    assert_eq!(e.reason, Reason::Protocol, "{e}");
+    assert!(e.message.contains("then set h2c: true"), "{e}");
+    let (ok, p) = http(&format!("{{port: {h2_only}, path: /ok, h2c: true}}")).await;
+    ok.unwrap();
+    assert_eq!(version(&p), 2.0);
+}
+
+#[tokio::test]
+async fn an_http2_connection_is_closed_when_the_probe_is_dropped() {
+    // A peer that reads the HTTP/2 preface and never answers; it reports when we hang up.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut s, &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        let _ = closed_tx.send(());
+    });
+    let (p, _) = probe(Protocol::Http, &format!("{{port: {port}, h2c: true}}"));
+    let r = tokio::time::timeout(Duration::from_millis(300), p.run(&target())).await;
+    assert!(r.is_err(), "{r:?}");
+    tokio::time::timeout(Duration::from_secs(2), closed_rx)
+        .await
+        .expect("the socket closed with the probe")
+        .unwrap();
+}
+
+#[test]
+fn http_version_and_h2c_are_validated() {
+    assert_eq!(options(Protocol::Https, "{http_version: 1.1}").http_version, options::HttpVersion::Http1);
+    assert_eq!(options(Protocol::Https, "{http_version: '2'}").http_version, options::HttpVersion::Http2);
+    assert_eq!(options(Protocol::Https, "{http_version: 2}").http_version, options::HttpVersion::Http2);
+    assert_eq!(options(Protocol::Http, "{http_version: auto, h2c: true}").http_version, options::HttpVersion::Auto);
+    let cases = [
+        (Protocol::Http, "{http_version: 3}", "invalid http_version `3`: write `auto`, `1.1` or `2`"),
+        (Protocol::Http, "{http_version: atuo}", "(did you mean `auto`?)"),
+        (Protocol::Http, "{h2c: true, http_version: 1.1}", "contradict each other"),
+        (Protocol::Https, "{h2c: true}", "`h2c` is HTTP/2 over cleartext and this is an https service"),
+        (Protocol::Http, "{http_versoin: 2}", "unknown option `http_versoin` (did you mean `http_version`?)"),
+    ];
+    for (protocol, yaml, want) in cases {
+        let got = options_error(protocol, yaml);
+        assert!(got.contains(want), "{yaml}: {got:?} does not contain {want:?}");
+    }
+}
+
+#[test]
+fn http_version_and_h2c_survive_save_and_load() {
+    let text = "targets:\n  h:\n    services:\n      - { type: https, name: a, http_version: 1.1 }\n      - { type: http, name: b, http_version: '2', h2c: true }\n      - { type: http, name: c }\n";
+    let c = crate::config::loader::load(text, "t.yml").unwrap();
+    let saved = crate::config::save::to_yaml(&c).unwrap();
+    let again = crate::config::loader::load(&saved, "t.yml").unwrap();
+    assert_eq!(c, again, "{saved}");
+    assert!(!saved.contains("h2c: false") && !saved.contains("auto"), "{saved}");
 }

@@ -1,0 +1,26 @@
+//! netmon against real servers on loopback: Debian's nginx (HTTPS with openssl-made
+//! certificates, HTTP/2 over TLS and in cleartext) and OpenSSH's sshd (banners), each verdict
+//! compared with what curl, or a plain socket, sees on the same server.
+//!
+//! The servers run as the test's children from a temporary directory with their own config,
+//! on ports the kernel picked, and die with the test. A missing program skips its test with a
+//! line saying so, unless `NETMON_REQUIRE_REAL_SERVERS=1` (CI) makes that a failure.
+
+mod nginx;
+mod sshd;
+mod support;
+
+/// The rule for missing programs itself: skipped with a line saying so, or a failure when
+/// [`support::REQUIRE`] is 1.
+#[test]
+fn a_missing_program_is_reported_and_fails_only_when_required() {
+    let required = std::env::var(support::REQUIRE).as_deref() == Ok("1");
+    let found = std::panic::catch_unwind(|| {
+        support::programs("missing-program check", ["netmon-no-such-program"])
+    });
+    match found {
+        Ok(None) => assert!(!required, "skipped although {} is 1", support::REQUIRE),
+        Err(_) => assert!(required, "failed although {} is not 1", support::REQUIRE),
+        Ok(Some(p)) => panic!("found a program that cannot exist: {p:?}"),
+    }
+}
