@@ -5,9 +5,12 @@
 #   bench/rtt/compare.sh            # 20 rounds of 20 requests per tool and path
 #   bench/rtt/compare.sh 40 50      # 40 rounds of 50
 #
-# Installs fping with apt-get when missing, builds the release netmon, runs compare.py.
+# Installs fping with apt-get when missing, builds the release netmon and the C delay
+# responder (tun_delay.c), runs compare.py.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 command -v fping >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fping >/dev/null; }
+target="${CARGO_TARGET_DIR:-target}"
 cargo build --release --bin netmon
-NETMON="${CARGO_TARGET_DIR:-target}/release/netmon" exec timeout 900 python3 bench/rtt/compare.py "$@"
+cc -O2 -o "$target/tun_delay" bench/rtt/tun_delay.c
+NETMON="$target/release/netmon" TUN_DELAY="$target/tun_delay" exec timeout 900 python3 bench/rtt/compare.py "$@"
