@@ -104,14 +104,17 @@ pub struct CheckArgs {
 pub enum ConfigCommand {
     /// Validate a configuration file: exit 0 when valid, 1 with every error listed.
     Check {
-        /// The file to check.
-        file: PathBuf,
+        /// The file to check [default: what `serve` would load: --config.file, else
+        /// ./netmon.yml, else the built-in default].
+        file: Option<PathBuf>,
     },
 }
 
 /// Options of `serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    // Only `--config.file` is global (`check` and `config` read it too); the web and probe
+    // flags belong to `serve` and `console`, so other commands' help does not list them.
     /// Configuration file (default: ./netmon.yml if present, else the built-in default).
     #[arg(
         long = "config.file",
@@ -125,30 +128,27 @@ pub struct ServeArgs {
     #[arg(
         long = "web.listen-address",
         value_name = "ADDR",
-        default_value = ":9855",
-        global = true
+        default_value = ":9855"
     )]
     pub listen_address: String,
     /// Path under which metrics are served.
     #[arg(
         long = "web.telemetry-path",
         value_name = "PATH",
-        default_value = "/metrics",
-        global = true
+        default_value = "/metrics"
     )]
     pub telemetry_path: String,
     /// TLS and basic auth for the web endpoints (Prometheus exporter-toolkit format).
-    #[arg(long = "web.config.file", value_name = "FILE", global = true)]
+    #[arg(long = "web.config.file", value_name = "FILE")]
     pub web_config_file: Option<PathBuf>,
     /// Refuse `POST /-/reload` (SIGHUP still reloads).
-    #[arg(long = "web.disable-reload", global = true)]
+    #[arg(long = "web.disable-reload")]
     pub disable_reload: bool,
     /// Most probes running at once, across all services.
     #[arg(
         long = "probes.max-in-flight",
         value_name = "N",
-        default_value_t = 1024,
-        global = true
+        default_value_t = 1024
     )]
     pub max_in_flight: usize,
 }
@@ -241,9 +241,10 @@ pub struct EchoArgs {
 /// Logging options.
 #[derive(Debug, Clone, Args)]
 pub struct LogArgs {
-    /// Least severe level logged.
-    #[arg(long = "log.level", value_enum, default_value = "info", global = true)]
-    pub level: LogLevel,
+    /// Least severe level logged [default: info; `check` logs nothing unless this is given,
+    /// since plugin runners mix stderr into the plugin's output].
+    #[arg(long = "log.level", value_enum, global = true)]
+    pub level: Option<LogLevel>,
     /// Log line format.
     #[arg(long = "log.format", value_enum, default_value = "text", global = true)]
     pub format: LogFormat,
@@ -290,6 +291,13 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+impl LogArgs {
+    /// The level asked for, else `info`.
+    pub fn level(&self) -> logging::Level {
+        self.level.map_or(logging::Level::Info, Into::into)
+    }
 }
 
 impl From<LogFormat> for logging::Format {

@@ -15,23 +15,55 @@ fn main() -> ExitCode {
     netmon::install_crypto_provider();
     match run(cli) {
         Ok(code) => code,
+        // `netmon man | head`: the reader has what it wanted.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("netmon: {e:#}");
+            eprintln!("netmon: {}", message(&e));
             ExitCode::FAILURE
         }
     }
 }
 
+/// The error and its causes joined by `: `, each cause once: our errors already name their
+/// source in their own text, and printing the chain again would repeat it.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Some(Command::Completions { shell }) => {
-            clap_complete::generate(shell, &mut Cli::command(), "netmon", &mut std::io::stdout());
+            // Into a buffer first: clap_complete panics on a write error (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "netmon", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout(), &script)?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Config(ConfigCommand::Check { file })) => {
+            // Without FILE, what `serve` would load: --config.file, ./netmon.yml, or the
+            // built-in default.
+            let source = config::loader::Source::choose(file.or(cli.serve.config_file));
             // The same steps as `serve` before it starts anything: read, validate, and build
             // every service's probe, so a file accepted here starts.
-            let loaded = config::load_file(&file).and_then(|c| {
+            let loaded = source.load().and_then(|c| {
                 let errors = netmon::runner::validate(c.services());
                 if errors.is_empty() {
                     Ok(c)
@@ -45,8 +77,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(c) => {
                     let n = c.services().count();
                     println!(
-                        "{}: valid, {} target(s), {} service(s)",
-                        file.display(),
+                        "{source}: valid, {} target(s), {} service(s)",
                         c.targets.len(),
                         n
                     );
@@ -63,7 +94,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Some(Command::Check(args)) => {
-            netmon::logging::init(cli.log.level.into(), cli.log.format.into(), std::io::stderr);
+            if let Some(level) = cli.log.level {
+                netmon::logging::init(level.into(), cli.log.format.into(), std::io::stderr);
+            }
             Ok(netmon::cmd::check::run(&args))
         }
         Some(Command::Console(args)) => netmon::console::run(cli.log, args),
@@ -79,7 +112,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn serve(log: netmon::cli::LogArgs, args: netmon::cli::ServeArgs) -> anyhow::Result<ExitCode> {
-    netmon::logging::init(log.level.into(), log.format.into(), std::io::stdout);
+    netmon::logging::init(log.level(), log.format.into(), std::io::stdout);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -111,7 +144,7 @@ fn echo_server(
     log: netmon::cli::LogArgs,
     args: netmon::cli::EchoServerArgs,
 ) -> anyhow::Result<ExitCode> {
-    netmon::logging::init(log.level.into(), log.format.into(), std::io::stdout);
+    netmon::logging::init(log.level(), log.format.into(), std::io::stdout);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

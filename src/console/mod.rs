@@ -152,7 +152,7 @@ pub fn run(log: LogArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
             printer_thread(rx, printer, dropped.clone());
             let writer = QueueWriter { tx, dropped };
             control = Some(logging::init_reloadable(
-                log.level.into(),
+                log.level(),
                 log.format.into(),
                 writer,
             ));
@@ -161,7 +161,7 @@ pub fn run(log: LogArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let control = match control {
         Some(c) => c,
-        None => logging::init_reloadable(log.level.into(), log.format.into(), std::io::stdout),
+        None => logging::init_reloadable(log.level(), log.format.into(), std::io::stdout),
     };
     // Saved so a stop by signal, while the prompt thread sits in raw mode, can restore it.
     let saved_tty = editor

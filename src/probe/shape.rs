@@ -135,6 +135,21 @@ impl OptionsError {
 pub(crate) fn from_node<T: serde::de::DeserializeOwned>(
     node: &marked_yaml::Node,
 ) -> Result<T, OptionsError> {
+    // Every protocol's `port` is checked here first, so `port: 70000`, `port: 0` and
+    // `TCP:70000` all get the same sentence.
+    if let Some(port) = node
+        .as_mapping()
+        .and_then(|m| m.get_node("port"))
+        .and_then(|n| n.as_scalar())
+    {
+        let text = port.as_str().trim();
+        if !text.parse::<u16>().is_ok_and(|p| p > 0) {
+            return Err(OptionsError {
+                message: format!("`port: {text}`: the port must be a number from 1 to 65535"),
+                line_col: port.span().start().map(|m| (m.line(), m.column())),
+            });
+        }
+    }
     marked_yaml::from_node::<T>(node).map_err(|e| {
         let line_col = e.start_mark().map(|m| (m.line(), m.column()));
         let message = match &*e {
@@ -176,3 +191,24 @@ pub struct Context<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct BuildError(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_out_of_range_reads_the_same_whatever_was_written() {
+        for text in ["70000", "0", "-1", "abc", "22.5"] {
+            let yaml = format!("port: {text}");
+            let node = marked_yaml::parse_yaml(0, &yaml).unwrap();
+            let e = from_node::<crate::probe::tcp::Options>(&node).unwrap_err();
+            assert_eq!(
+                e.message,
+                format!("`port: {text}`: the port must be a number from 1 to 65535")
+            );
+            assert_eq!(e.line_col, Some((1, 7)));
+        }
+        let node = marked_yaml::parse_yaml(0, "port: 22").unwrap();
+        assert!(from_node::<crate::probe::tcp::Options>(&node).is_ok());
+    }
+}
