@@ -84,7 +84,7 @@ pub async fn resolve(
     }
     let budget = BUDGET.try_with(|b| *b).unwrap_or(DEFAULT_BUDGET);
     let lookups = system();
-    let ips = within(budget, host, lookups.lookup(bare, pref)).await?;
+    let ips = within(budget, host, lookups.lookup(bare, pref, budget)).await?;
     let addrs = ips
         .into_iter()
         .map(|ip| SocketAddr::new(ip, port))
@@ -101,11 +101,11 @@ async fn within(
     match tokio::time::timeout(budget, lookup).await {
         Ok(Ok(ips)) => Ok(ips),
         Ok(Err(LookupError::NoAddress)) => Ok(Vec::new()),
-        Ok(Err(e)) => Err(Failure::new(
+        Ok(Err(e)) if !matches!(e, LookupError::TooSlow(_)) => Err(Failure::new(
             Reason::Dns,
             format!("cannot resolve {host}: {e}"),
         )),
-        Err(_) => Err(Failure::new(
+        Ok(Err(_)) | Err(_) => Err(Failure::new(
             Reason::Dns,
             format!(
                 "name lookup of {host} took longer than {}",
@@ -159,6 +159,9 @@ pub enum LookupError {
     /// No name server answered within the resolver's own timeout.
     #[error("no name server answered")]
     Timeout,
+    /// The lookup ran past its budget.
+    #[error("the lookup took longer than {0:?}")]
+    TooSlow(Duration),
     /// The name servers could not be reached.
     #[error("cannot reach the name servers: {0}")]
     Unreachable(String),
@@ -189,11 +192,14 @@ impl From<NetError> for LookupError {
 type LookupResult = Result<Vec<IpAddr>, LookupError>;
 type Pending = Shared<BoxFuture<'static, LookupResult>>;
 
+/// Lookups share a query when they ask the same of it: name, record type and budget.
+type Key = (String, RecordType, Duration);
+
 /// The resolver with its static names and the lookups in flight.
 struct Lookups {
     resolver: TokioResolver,
     hosts: Hosts,
-    inflight: Mutex<HashMap<(String, RecordType), WeakShared<BoxFuture<'static, LookupResult>>>>,
+    inflight: Mutex<HashMap<Key, WeakShared<BoxFuture<'static, LookupResult>>>>,
 }
 
 impl Lookups {
@@ -229,8 +235,9 @@ impl Lookups {
         }
     }
 
-    /// The addresses of `name` of the families `pref` allows; empty when it has none.
-    async fn lookup(&self, name: &str, pref: IpPreference) -> LookupResult {
+    /// The addresses of `name` of the families `pref` allows, within `budget`; empty when it
+    /// has none.
+    async fn lookup(&self, name: &str, pref: IpPreference, budget: Duration) -> LookupResult {
         let parsed = Name::from_str(name).map_err(|e| LookupError::BadName(e.to_string()))?;
         let types: &[RecordType] = match pref {
             IpPreference::Auto => &[RecordType::A, RecordType::AAAA],
@@ -255,9 +262,10 @@ impl Lookups {
         if !listed.is_empty() {
             return Ok(listed);
         }
-        let results =
-            futures_util::future::join_all(types.iter().map(|t| self.shared(name, &parsed, *t)))
-                .await;
+        let results = futures_util::future::join_all(
+            types.iter().map(|t| self.shared(name, &parsed, *t, budget)),
+        )
+        .await;
         let mut ips = Vec::new();
         let mut first_error = None;
         for r in results {
@@ -275,9 +283,11 @@ impl Lookups {
         }
     }
 
-    /// The lookup of `name` for `rtype`, joined with the one in flight if there is one.
-    fn shared(&self, name: &str, parsed: &Name, rtype: RecordType) -> Pending {
-        let key = (name.to_ascii_lowercase(), rtype);
+    /// The lookup of `name` for `rtype`, joined with the one in flight if there is one. The
+    /// query itself stops at `budget`: an answer later than that is a failure for every lookup
+    /// that waited on it, however late it joined, and is not cached.
+    fn shared(&self, name: &str, parsed: &Name, rtype: RecordType, budget: Duration) -> Pending {
+        let key = (name.to_ascii_lowercase(), rtype, budget);
         let mut inflight = self
             .inflight
             .lock()
@@ -291,7 +301,9 @@ impl Lookups {
         let resolver = self.resolver.clone();
         let parsed = parsed.clone();
         let lookup: BoxFuture<'static, LookupResult> = async move {
-            let found = resolver.lookup(parsed, rtype).await?;
+            let found = tokio::time::timeout(budget, resolver.lookup(parsed, rtype))
+                .await
+                .map_err(|_| LookupError::TooSlow(budget))??;
             Ok(found
                 .answers()
                 .iter()
@@ -378,6 +390,8 @@ fn system() -> Arc<Lookups> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const BUDGET_2S: Duration = Duration::from_secs(2);
 
     #[tokio::test]
     async fn literals_skip_the_resolver_and_respect_the_family() {
@@ -474,7 +488,7 @@ mod tests {
         let e = within(
             Duration::from_millis(300),
             "slow.test",
-            lookups.lookup("slow.test", IpPreference::Ipv4),
+            lookups.lookup("slow.test", IpPreference::Ipv4, Duration::from_millis(300)),
         )
         .await
         .unwrap_err();
@@ -485,12 +499,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_lookup_joined_late_fails_with_the_query_it_joined() {
+        let (port, queries, server) =
+            name_server(Duration::from_millis(600), Some([192, 0, 2, 1])).await;
+        let lookups = lookups_at(port, "");
+        let budget = Duration::from_millis(400);
+        let first = lookups.lookup("late.test", IpPreference::Ipv4, budget);
+        let second = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            lookups
+                .lookup("late.test", IpPreference::Ipv4, budget)
+                .await
+        };
+        let (a, b) = futures_util::future::join(first, second).await;
+        assert_eq!(a, Err(LookupError::TooSlow(budget)));
+        assert_eq!(b, Err(LookupError::TooSlow(budget)));
+        // The resolver may send the query again (UDP retransmission), never a second lookup.
+        assert!(queries.load(Ordering::SeqCst) >= 1);
+        server.abort();
+    }
+
+    #[tokio::test]
     async fn concurrent_lookups_of_one_name_share_one_query_and_the_answer_is_cached() {
         let (port, queries, server) =
-            name_server(Duration::from_millis(200), Some([192, 0, 2, 7])).await;
+            name_server(Duration::from_millis(100), Some([192, 0, 2, 7])).await;
         let lookups = lookups_at(port, "");
         let all = futures_util::future::join_all(
-            (0..50).map(|_| lookups.lookup("shared.test", IpPreference::Ipv4)),
+            (0..50).map(|_| lookups.lookup("shared.test", IpPreference::Ipv4, BUDGET_2S)),
         )
         .await;
         for r in all {
@@ -498,7 +533,7 @@ mod tests {
         }
         assert_eq!(queries.load(Ordering::SeqCst), 1);
         let again = lookups
-            .lookup("shared.test", IpPreference::Ipv4)
+            .lookup("shared.test", IpPreference::Ipv4, BUDGET_2S)
             .await
             .unwrap();
         assert_eq!(again, vec![IpAddr::from([192, 0, 2, 7])]);
@@ -512,12 +547,12 @@ mod tests {
         let (port, queries, server) = name_server(Duration::from_secs(30), None).await;
         let lookups = lookups_at(port, "127.0.0.1 fast.test\n::1 six.test\n");
         let v4 = lookups
-            .lookup("fast.test", IpPreference::Auto)
+            .lookup("fast.test", IpPreference::Auto, BUDGET_2S)
             .await
             .unwrap();
         assert_eq!(v4, vec![IpAddr::from([127, 0, 0, 1])]);
         let v6 = lookups
-            .lookup("six.test", IpPreference::Ipv6)
+            .lookup("six.test", IpPreference::Ipv6, BUDGET_2S)
             .await
             .unwrap();
         assert_eq!(v6, vec!["::1".parse::<IpAddr>().unwrap()]);
@@ -532,7 +567,7 @@ mod tests {
         let ips = within(
             Duration::from_secs(2),
             "v4only.test",
-            lookups.lookup("v4only.test", IpPreference::Ipv6),
+            lookups.lookup("v4only.test", IpPreference::Ipv6, BUDGET_2S),
         )
         .await
         .unwrap();
