@@ -4,6 +4,8 @@
 //! Families are registered once, at start-up. Each service fetches its own handles
 //! ([`ServiceMetrics`]) when it starts, so a probe result updates atomics and never takes the
 //! family lock a scrape holds while encoding; the series are removed when the service stops.
+//! [`Encoder`] encodes for `/metrics` on a thread of its own and shares one encoding among the
+//! scrapes that arrive together.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -757,3 +757,64 @@ async fn landing(state: &AppState) -> Response<Full<Bytes>> {
     );
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_leaves_half_the_file_descriptors() {
+        let l = Limits::DEFAULT;
+        assert_eq!(l.within_fds(1024).max_connections, 256);
+        assert_eq!(l.within_fds(256).max_connections, 128);
+        assert_eq!(l.within_fds(1).max_connections, 1);
+        assert_eq!(l.within_fds(u64::MAX).max_connections, 256);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failing_accepts_back_off_up_to_a_second() {
+        let mut f = AcceptFailures::default();
+        let e = std::io::Error::from_raw_os_error(libc::EMFILE);
+        let waits: Vec<Duration> = (0..9).map(|_| f.failed(&e)).collect();
+        assert_eq!(waits[0], Duration::from_millis(10));
+        assert_eq!(waits[1], Duration::from_millis(20));
+        assert_eq!(waits[8], MAX_ACCEPT_BACKOFF);
+        assert!(waits.windows(2).all(|w| w[0] <= w[1]));
+        f.succeeded();
+        assert_eq!(f.failed(&e), Duration::from_millis(10));
+    }
+
+    fn conns(max: usize) -> Arc<Conns> {
+        Arc::new(Conns {
+            // Connections opened now are ten seconds into the clock, those set to 0 quiet.
+            epoch: std::time::Instant::now() - Duration::from_secs(10),
+            open: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(0),
+            limits: Limits {
+                max_connections: max,
+                ..Limits::DEFAULT
+            },
+        })
+    }
+
+    #[test]
+    fn at_the_cap_the_longest_idle_connection_makes_room() {
+        let c = conns(2);
+        let a = c.admit().unwrap();
+        let b = c.admit().unwrap();
+        // Both just opened: nobody has been quiet long enough to be replaced.
+        assert!(c.admit().is_none());
+        a.conn.last_io.store(1, Ordering::SeqCst);
+        // `b` has been quiet longer still, but has a request in progress.
+        let busy = InRequest::new(Arc::new(ConnGuard {
+            conns: c.clone(),
+            id: u64::MAX,
+            conn: b.conn.clone(),
+        }));
+        b.conn.last_io.store(0, Ordering::SeqCst);
+        let _new = c.admit().expect("room made");
+        assert!(a.conn.close.is_cancelled());
+        assert!(!b.conn.close.is_cancelled());
+        drop(busy);
+    }
+}

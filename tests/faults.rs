@@ -261,9 +261,9 @@ fn a_slow_name_server_costs_only_the_names_it_serves() {
         let stop = Arc::new(AtomicBool::new(false));
         let queries = late_name_server(Duration::from_secs(3), &stop);
         let port = accepting(&stop);
-        let mut config = String::from(
-            "targets:\n  slow.test:\n    interval: 6s\n    timeout: 5s\n    services:\n",
-        );
+        // Every second (timeout 900 ms, so lookups get 360 ms): 200 lookups a second, each
+        // answered 3 s late, more than tokio's 512 blocking threads could wait on together.
+        let mut config = String::from("targets:\n  slow.test:\n    interval: 1s\n    services:\n");
         for i in 0..200 {
             config.push_str(&format!(
                 "      - {{ type: tcp, name: s{i}, port: {port} }}\n"
@@ -285,16 +285,21 @@ fn a_slow_name_server_costs_only_the_names_it_serves() {
         let mut scrapes = 0;
         let mut most_threads = 0;
         while started.elapsed() < run_for {
-            let (status, _, took) = get(&n.addr, "/metrics", Duration::from_secs(10))
-                .unwrap_or_else(|e| panic!("scrape failed: {e}\n{}", n.log().join("\n")));
-            assert_eq!(status, 200);
+            let took = match get(&n.addr, "/metrics", Duration::from_secs(10)) {
+                Ok((200, _, took)) => took,
+                _ => Duration::from_secs(10),
+            };
             slowest_scrape = slowest_scrape.max(took);
             scrapes += 1;
             most_threads = most_threads.max(threads(n.pid()));
             std::thread::sleep(Duration::from_millis(250));
         }
-        let text = n.scrape();
-        let line = n.wait_log("took longer than 2s", Duration::from_secs(1));
+        let text = n.get("/metrics").1;
+        let line = n
+            .log()
+            .into_iter()
+            .find(|l| l.contains("DOWN") && l.contains("slow.test"))
+            .unwrap_or_default();
         n.assert_alive_without_panic();
         stop.store(true, Ordering::SeqCst);
         let queries = *queries.lock().unwrap();
@@ -336,7 +341,7 @@ fn a_slow_name_server_costs_only_the_names_it_serves() {
         "a scrape took {slowest_scrape:?}"
     );
     assert!(
-        slow_probes >= 400.0,
+        slow_probes >= 2000.0,
         "too few slow probes ran: {slow_probes}"
     );
     assert_eq!(
@@ -346,7 +351,7 @@ fn a_slow_name_server_costs_only_the_names_it_serves() {
     assert_eq!(timeouts, 0.0, "no probe runs into its timeout");
     assert!(
         line.contains("reason=dns")
-            && line.contains("name lookup of slow.test took longer than 2s"),
+            && line.contains("name lookup of slow.test took longer than 360ms"),
         "{line}"
     );
     // One query per name (A and AAAA) at a time, resent at most a few times, not one per probe.
@@ -435,11 +440,12 @@ fn half_open_and_idle_clients_cannot_take_the_web_side_down() {
     // scrape takes the place of the oldest), and the probes do not notice.
     std::thread::sleep(Duration::from_millis(1200));
     let mut slowest = Duration::ZERO;
+    let mut scrape_errors = Vec::new();
     for _ in 0..10 {
-        let (status, _, took) = get(&n.addr, "/metrics", Duration::from_secs(5))
-            .unwrap_or_else(|e| panic!("scrape failed under half-open clients: {e}"));
-        assert_eq!(status, 200);
-        slowest = slowest.max(took);
+        match get(&n.addr, "/metrics", Duration::from_secs(5)) {
+            Ok((200, _, took)) => slowest = slowest.max(took),
+            other => scrape_errors.push(format!("{other:?}")),
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     let fds_peak = n.open_fds();
@@ -450,21 +456,17 @@ fn half_open_and_idle_clients_cannot_take_the_web_side_down() {
     loop {
         half_open.retain_mut(|s| !closed_by_peer(s));
         silent.retain_mut(|s| !closed_by_peer(s));
-        if half_open.is_empty() && silent.is_empty() {
+        if (half_open.is_empty() && silent.is_empty()) || Instant::now() > deadline {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{} half-open and {} silent connections still open after {:?}",
-            half_open.len(),
-            silent.len(),
-            opened.elapsed()
-        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let all_closed = opened.elapsed();
     std::thread::sleep(Duration::from_millis(1500));
-    let after = n.scrape();
+    let after = match get(&n.addr, "/-/healthy", Duration::from_secs(5)) {
+        Ok(_) => n.get("/metrics").1,
+        Err(_) => String::new(),
+    };
     let fds_after = n.open_fds();
     stop.store(true, Ordering::SeqCst);
     let probes =
@@ -472,8 +474,17 @@ fn half_open_and_idle_clients_cannot_take_the_web_side_down() {
     let failed = total(&after, "netmon_probe_failures_total", &[])
         - total(&before, "netmon_probe_failures_total", &[]);
     eprintln!(
-        "half-open clients: {probes} probes meanwhile, {failed} failed; slowest scrape {slowest:?}; \
-         fds {fds_before} before, {fds_peak} with the clients, {fds_after} after; all closed after {all_closed:?}"
+        "half-open clients: {probes} probes meanwhile, {failed} failed; {} of 10 scrapes failed, \
+         slowest of the others {slowest:?}; fds {fds_before} before, {fds_peak} with the clients, \
+         {fds_after} after; {} half-open and {} silent connections open after {all_closed:?}",
+        scrape_errors.len(),
+        half_open.len(),
+        silent.len()
+    );
+    assert!(scrape_errors.is_empty(), "{scrape_errors:?}");
+    assert!(
+        half_open.is_empty() && silent.is_empty(),
+        "connections left open"
     );
     for i in 0..20 {
         assert_eq!(
