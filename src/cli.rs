@@ -151,6 +151,34 @@ pub struct ServeArgs {
         default_value_t = 1024
     )]
     pub max_in_flight: usize,
+    /// Most web connections open at once (lowered to half the open-file limit). At the cap,
+    /// the connection idle longest is closed for a new one, or the new one when all are busy.
+    #[arg(
+        long = "web.max-connections",
+        value_name = "N",
+        default_value_t = 256,
+        value_parser = clap::value_parser!(u32).range(1..),
+        global = true
+    )]
+    pub max_connections: u32,
+    /// Time a client has to send a request's head before its connection is closed.
+    #[arg(
+        long = "web.read-header-timeout",
+        value_name = "DURATION",
+        default_value = "10s",
+        value_parser = parse_duration,
+        global = true
+    )]
+    pub read_header_timeout: std::time::Duration,
+    /// Time a web connection may stay open with no request in progress and no byte moving.
+    #[arg(
+        long = "web.idle-timeout",
+        value_name = "DURATION",
+        default_value = "60s",
+        value_parser = parse_duration,
+        global = true
+    )]
+    pub idle_timeout: std::time::Duration,
 }
 
 /// Options of `echo-server`.
@@ -313,6 +341,7 @@ impl From<LogFormat> for logging::Format {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use std::time::Duration;
 
     #[test]
     fn cli_definition_is_consistent() {
@@ -338,6 +367,32 @@ mod tests {
         assert_eq!(s.config_file.unwrap(), PathBuf::from("y.yml"));
         let c = Cli::try_parse_from(["netmon", "--config", "z.yml"]).unwrap();
         assert_eq!(c.serve.config_file.unwrap(), PathBuf::from("z.yml"));
+    }
+
+    #[test]
+    fn web_limits_have_defaults_and_refuse_zero_connections() {
+        let a = Cli::try_parse_from(["netmon"]).unwrap();
+        assert_eq!(a.serve.max_connections, 256);
+        assert_eq!(a.serve.read_header_timeout, Duration::from_secs(10));
+        assert_eq!(a.serve.idle_timeout, Duration::from_secs(60));
+        let b = Cli::try_parse_from([
+            "netmon",
+            "serve",
+            "--web.max-connections",
+            "8",
+            "--web.read-header-timeout",
+            "2s",
+            "--web.idle-timeout",
+            "500ms",
+        ])
+        .unwrap();
+        let Some(Command::Serve(s)) = b.command else {
+            panic!("serve expected")
+        };
+        assert_eq!(s.max_connections, 8);
+        assert_eq!(s.read_header_timeout, Duration::from_secs(2));
+        assert_eq!(s.idle_timeout, Duration::from_millis(500));
+        assert!(Cli::try_parse_from(["netmon", "--web.max-connections", "0"]).is_err());
     }
 
     #[test]

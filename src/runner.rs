@@ -25,6 +25,7 @@ use tracing::{Instrument, debug, info, info_span};
 
 use crate::base::labels::Labels;
 use crate::base::outcome::{Failure, Outcome, Reason, Target, round_of};
+use crate::base::resolve;
 use crate::base::round::Round;
 use crate::config::error::{ConfigError, ConfigErrors};
 use crate::config::model::{Config, Service};
@@ -529,9 +530,11 @@ async fn execute(
 }
 
 /// Runs `probe` once; past `timeout` the probe is dropped and the outcome is a `timeout`
-/// failure. The one place the timeout rule lives, for the scheduler and `netmon check`.
+/// failure. The one place the timeout rule lives, for the scheduler and `netmon check`; name
+/// lookups inside the probe get their share of it, so a slow name server is reason `dns`.
 pub async fn run_with_timeout(probe: &dyn Probe, target: &Target, timeout: Duration) -> Outcome {
-    match tokio::time::timeout(timeout, probe.run(target)).await {
+    let run = resolve::with_budget(resolve::budget_for(timeout), probe.run(target));
+    match tokio::time::timeout(timeout, run).await {
         Ok(o) => o,
         Err(_) => Err(Failure::new(
             Reason::Timeout,

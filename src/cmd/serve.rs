@@ -90,7 +90,27 @@ pub async fn start(
         echo,
         shutdown.clone(),
     ));
+    let wanted = web::Limits {
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        header_read_timeout: args.read_header_timeout,
+        idle_timeout: args.idle_timeout,
+    };
+    let limits = match web::fd_limit() {
+        Some(fds) => wanted.within_fds(fds),
+        None => wanted,
+    };
+    if limits.max_connections < wanted.max_connections {
+        warn!(
+            wanted = wanted.max_connections,
+            allowed = limits.max_connections,
+            "--web.max-connections lowered to half the open-file limit, keeping the rest for the probes"
+        );
+    }
+    let encoder = crate::metrics::Encoder::start(metrics.clone())
+        .context("starting the metrics encoding thread")?;
     let state = Arc::new(web::AppState {
+        encoder,
+        limits,
         reloader: reloader.clone(),
         telemetry_path: args.telemetry_path.clone(),
         reload_enabled: !args.disable_reload,
