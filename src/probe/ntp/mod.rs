@@ -1,28 +1,30 @@
-//! The NTP probe: one SNTP exchange (RFC 4330) with host:port through rsntp's
-//! `AsyncSntpClient`, bound to the family of the server's address.
+//! The NTP probe: one SNTP exchange (RFC 4330) with host:port from a fresh UDP socket bound to
+//! the family of the server's address and connected to it.
 //!
-//! Up when a valid server reply arrives (rsntp checks the mode, that the reply answers our
-//! request's transmit timestamp, a non-zero transmit timestamp, stratum 1–15, no leap-indicator
-//! alarm, and reports a kiss-of-death for stratum 0) and, if `max_offset` is set, when
-//! `|offset| <= max_offset`. Latency is the round-trip delay of the exchange,
-//! `(T4 - T1) - (T3 - T2)`, i.e. without the server's own processing time.
+//! Up when the first datagram from the server is a valid reply to our request from a
+//! synchronised server (stratum 1-15, leap indicator not 3, not a kiss-of-death) and, if
+//! `max_offset` is set, when `|offset| <= max_offset`. Latency is the round-trip delay of the
+//! exchange, `(T4 - T1) - (T3 - T2)`, i.e. without the server's own processing time.
 //!
-//! rsntp reports stratum 16 and a leap-indicator alarm as one error ("server not
-//! synchronized") without the packet, so the stratum gauge reads -1 (unknown) in that case and
-//! the message says both are possible. It reads the first datagram from the server's address
-//! only (the socket is connected) and judges it: a reply that does not answer our request is
-//! reason `protocol` at once, not ignored.
+//! The first datagram is judged, not skipped when it is wrong: the socket is connected, so only
+//! the server's address can send it, and a reply that does not answer our request is reason
+//! `protocol` at once.
+//!
+//! # Files
+//! `wire.rs` holds the bytes (request, reply header, timestamps) and the verdict on a reply
+//! with its typed error; this file the options, the metrics, the exchange and the gauges.
 
-use std::sync::Arc;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::{Registry, Unit};
-use rsntp::{AsyncSntpClient, KissCode, ProtocolError, SynchronizationError};
 use serde::{Deserialize, Serialize};
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
 
 use crate::base::labels::{FGauge, Labels};
 use crate::base::outcome::{Failure, Outcome, Reason, Success, Target};
@@ -30,12 +32,16 @@ use crate::base::resolve;
 use crate::base::values::IpPreference;
 use crate::probe::shape::{BuildError, Context, Definition, Families, PortRule, Probe};
 
+mod wire;
+
+use wire::{Sent, Timestamp};
+
 /// The NTP port.
 pub const DEFAULT_PORT: u16 = 123;
 
-/// rsntp's own reply timeout. The runner's timeout (always shorter in practice) drops the probe
-/// first; this only bounds the exchange if the probe were run without one.
-const RSNTP_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Bytes read of a reply: the 48-byte header plus room for extension fields and a MAC, which
+/// are ignored. A longer datagram is cut here by the kernel, not read whole.
+const RECEIVE_BUFFER: usize = 1024;
 
 /// Options of an `ntp` service.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -85,7 +91,7 @@ impl Metrics {
         );
         registry.register(
             "ntp_stratum",
-            "Stratum of the server in the last reply (0 for a kiss-of-death); -1 when unknown",
+            "Stratum of the server in the last reply: 1-15 when synchronised, 0 after a kiss-of-death refusing us, -1 when the server is not synchronised or no valid reply came",
             m.stratum.clone(),
         );
         m
@@ -155,6 +161,9 @@ impl Definition for Ntp {
 #[derive(Debug)]
 pub struct NtpProbe {
     options: Options,
+    /// The service's timeout, which also bounds the exchange itself (the runner drops the
+    /// probe at the same moment; this holds when the probe is run without the runner).
+    timeout: Duration,
     handles: Handles,
     families: Metrics,
     labels: Labels,
@@ -171,6 +180,7 @@ impl NtpProbe {
         handles.no_reading(-1.0);
         NtpProbe {
             options,
+            timeout: ctx.timeout,
             handles,
             families,
             labels: ctx.labels.clone(),
@@ -183,118 +193,85 @@ impl NtpProbe {
         let addr = *addrs
             .first()
             .ok_or_else(|| Failure::new(Reason::Dns, "no address to query"))?;
-        let bind: SocketAddr = if addr.is_ipv4() {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        let client = AsyncSntpClient::with_config(
-            rsntp::Config::default()
-                .bind_address(bind)
-                .timeout(RSNTP_TIMEOUT),
-        );
-        let result = match client.synchronize(addr).await {
+        let (reply, sent) = tokio::time::timeout(self.timeout, exchange(addr))
+            .await
+            .map_err(|_| {
+                Failure::new(
+                    Reason::Timeout,
+                    format!(
+                        "no ntp reply from {addr} within {}",
+                        humantime::format_duration(self.timeout)
+                    ),
+                )
+            })??;
+        guard.0 = None;
+        let reading = match wire::judge(&reply, &sent) {
             Ok(r) => r,
             Err(e) => {
-                guard.0 = None;
-                return Err(self.failure(addr, e));
+                self.handles.no_reading(e.stratum_gauge());
+                return Err(Failure::new(e.reason(), format!("ntp reply from {addr}: {e}")));
             }
         };
-        guard.0 = None;
-        let stratum = result.stratum();
-        let offset = result.clock_offset().as_secs_f64();
-        let delay = result.round_trip_delay().as_secs_f64();
-        self.handles.stratum.set(f64::from(stratum));
-        self.handles.offset.set(offset);
-        // rsntp already refuses 0 (kiss-of-death) and 16+; kept so "up" never rests on that.
-        if !(1..=15).contains(&stratum) {
-            return Err(Failure::new(
-                Reason::Status,
-                format!("{addr} replied with stratum {stratum}, outside 1-15"),
-            ));
-        }
+        self.handles.stratum.set(f64::from(reading.stratum));
+        self.handles.offset.set(reading.offset);
         if let Some(max) = self.options.max_offset {
-            if offset.abs() > max.0.as_secs_f64() {
+            if reading.offset.abs() > max.0.as_secs_f64() {
                 return Err(Failure::new(
                     Reason::Mismatch,
-                    format!("clock offset {offset:+.6}s of {addr} exceeds max_offset {max}"),
+                    format!(
+                        "clock offset {:+.6}s of {addr} exceeds max_offset {max}",
+                        reading.offset
+                    ),
                 ));
             }
         }
         // A negative delay means the server's T3 - T2 exceeds our whole round trip: clock
         // granularity on a fast path; report the smallest positive latency, never 0.
-        let latency = Duration::try_from_secs_f64(delay.max(0.0)).unwrap_or(Duration::ZERO);
+        let latency = Duration::try_from_secs_f64(reading.delay.max(0.0)).unwrap_or(Duration::ZERO);
         Ok(Success::new(latency.max(Duration::from_nanos(1))))
     }
-
-    /// Classifies an rsntp error and records what it tells about the server.
-    fn failure(&self, addr: SocketAddr, e: SynchronizationError) -> Failure {
-        match e {
-            SynchronizationError::IOError(io) => {
-                self.handles.no_reading(-1.0);
-                Failure::io(&format!("ntp exchange with {addr}"), &io)
-            }
-            SynchronizationError::ProtocolError(ProtocolError::KissODeath(code)) => {
-                // A kiss-of-death is a stratum 0 packet (RFC 5905 §7.4).
-                self.handles.no_reading(0.0);
-                Failure::new(
-                    Reason::Status,
-                    format!(
-                        "kiss-of-death {} from {addr}: {}",
-                        kiss_code(code),
-                        lowercase_first(code.to_string().trim())
-                    ),
-                )
-            }
-            SynchronizationError::ProtocolError(ProtocolError::ServerNotSynchronized) => {
-                self.handles.no_reading(-1.0);
-                Failure::new(
-                    Reason::Status,
-                    format!(
-                        "{addr} is not synchronized (stratum 16 or leap indicator alarm; rsntp does not say which)"
-                    ),
-                )
-            }
-            SynchronizationError::ProtocolError(p) => {
-                self.handles.no_reading(-1.0);
-                Failure::new(
-                    Reason::Protocol,
-                    format!(
-                        "malformed ntp reply from {addr}: {}",
-                        lowercase_first(&p.to_string())
-                    ),
-                )
-            }
-        }
-    }
 }
 
-/// The four-letter code of RFC 5905 §7.4 (rsntp keeps only the meaning).
-fn kiss_code(code: KissCode) -> &'static str {
-    match code {
-        KissCode::Unknown => "(unknown code)",
-        KissCode::AssociationBelongsToAnycastServer => "ACST",
-        KissCode::AssociationBelongsToBroadcastServer => "BCST",
-        KissCode::AssociationBelongsToManycastServer => "MCST",
-        KissCode::ServerAuthenticationFailed => "AUTH",
-        KissCode::AutokeySequenceFailed => "AUTO",
-        KissCode::CryptographicAuthenticationFailed => "CRYP",
-        KissCode::AccessDenied => "DENY/RSTR",
-        KissCode::LostPeer => "DROP",
-        KissCode::AssociationNotYetSynchronized => "INIT",
-        KissCode::NoKeyFound => "NKEY",
-        KissCode::RateExceeded => "RATE",
-        KissCode::TinkeringWithAssociation => "RMOT",
-        KissCode::StepChange => "STEP",
-    }
-}
-
-fn lowercase_first(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_lowercase().chain(c).collect(),
-        None => String::new(),
-    }
+/// Sends one request to `addr` and returns the first datagram that comes back, with what we
+/// sent and when.
+async fn exchange(addr: SocketAddr) -> Result<(Vec<u8>, Sent), Failure> {
+    let bind: SocketAddr = if addr.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = UdpSocket::bind(bind)
+        .await
+        .map_err(|e| Failure::io("bind udp socket", &e))?;
+    // Connected, so the kernel drops datagrams from anyone else and reports ICMP errors.
+    socket
+        .connect(addr)
+        .await
+        .map_err(|e| Failure::io(&format!("connect udp socket to {addr}"), &e))?;
+    // Zero is the origin a blank or reflected packet carries: never accept it as ours.
+    let nonce = rand::random::<u64>().max(1);
+    let request = wire::request(nonce);
+    let at = Timestamp::from_system_time(SystemTime::now());
+    let start = Instant::now();
+    socket
+        .send(&request)
+        .await
+        .map_err(|e| Failure::io(&format!("send ntp request to {addr}"), &e))?;
+    let mut buf = vec![0u8; RECEIVE_BUFFER];
+    let n = socket
+        .recv(&mut buf)
+        .await
+        .map_err(|e| Failure::io(&format!("ntp exchange with {addr}"), &e))?;
+    let round_trip = start.elapsed();
+    buf.truncate(n);
+    Ok((
+        buf,
+        Sent {
+            nonce,
+            at,
+            round_trip,
+        },
+    ))
 }
 
 impl Probe for NtpProbe {

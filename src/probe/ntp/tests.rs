@@ -9,8 +9,17 @@ use tokio::net::UdpSocket;
 enum Behaviour {
     /// A valid server reply with its clock `offset` seconds ahead of ours.
     Answer { offset: f64, stratum: u8 },
-    /// A kiss-of-death (stratum 0) with this code.
+    /// A kiss-of-death (stratum 0, leap indicator 3 as servers send it) with this code.
     Kiss(&'static [u8; 4]),
+    /// A reply with these header fields, answering our request, clock in step.
+    Header {
+        leap: u8,
+        mode: u8,
+        stratum: u8,
+        refid: [u8; 4],
+    },
+    /// Sends the request back unchanged, as a UDP echo service does.
+    Reflect,
     /// A 20-byte datagram.
     Short,
     /// Reads and never answers.
@@ -36,9 +45,16 @@ fn ntp_timestamp(t: SystemTime, offset: f64) -> [u8; 8] {
 
 /// A hand-built 48-byte server reply to `request`.
 fn reply(request: &[u8], received: SystemTime, b: Behaviour) -> Option<Vec<u8>> {
-    let (stratum, refid, offset): (u8, [u8; 4], f64) = match b {
-        Behaviour::Answer { offset, stratum } => (stratum, *b"LOCL", offset),
-        Behaviour::Kiss(code) => (0, *code, 0.0),
+    let (leap, mode, stratum, refid, offset): (u8, u8, u8, [u8; 4], f64) = match b {
+        Behaviour::Answer { offset, stratum } => (0, 4, stratum, *b"LOCL", offset),
+        Behaviour::Kiss(code) => (3, 4, 0, *code, 0.0),
+        Behaviour::Header {
+            leap,
+            mode,
+            stratum,
+            refid,
+        } => (leap, mode, stratum, refid, 0.0),
+        Behaviour::Reflect => return Some(request.to_vec()),
         Behaviour::Short => return Some(vec![0x24; 20]),
         Behaviour::Silent => return None,
     };
@@ -46,7 +62,7 @@ fn reply(request: &[u8], received: SystemTime, b: Behaviour) -> Option<Vec<u8>> 
         return None;
     }
     let mut p = vec![0u8; 48];
-    p[0] = (4 << 3) | 4; // LI 0, version 4, mode 4 (server)
+    p[0] = (leap << 6) | (4 << 3) | mode; // version 4
     p[1] = stratum;
     p[2] = 6; // poll
     p[3] = 0xec; // precision 2^-20
@@ -187,8 +203,248 @@ async fn stratum_16_is_status() {
     let p = probe(options(port));
     let e = run(&p).await.unwrap_err();
     assert_eq!(e.reason, Reason::Status, "{e}");
-    assert!(e.message.contains("not synchronized"), "{}", e.message);
+    assert!(
+        e.message.contains("not synchronised (stratum 16)"),
+        "{}",
+        e.message
+    );
+    assert_eq!(p.handles.stratum.get(), -1.0);
     assert!(p.handles.offset.get().is_nan());
+}
+
+/// Runs one probe against a server answering with these header fields.
+async fn header(leap: u8, mode: u8, stratum: u8, refid: [u8; 4]) -> (Failure, NtpProbe) {
+    let port = fixed(Behaviour::Header {
+        leap,
+        mode,
+        stratum,
+        refid,
+    })
+    .await;
+    let p = probe(options(port));
+    let e = run(&p).await.unwrap_err();
+    (e, p)
+}
+
+#[tokio::test]
+async fn unsynchronised_servers_are_status_with_what_was_seen() {
+    // chronyd with no source: LI 3, stratum 0, refid 0. It used to pass for a kiss-of-death
+    // with an unknown code and a stratum of 0.
+    let (e, p) = header(3, 4, 0, [0; 4]).await;
+    assert_eq!(e.reason, Reason::Status, "{e}");
+    assert!(
+        e.message.contains(
+            "not synchronised (leap indicator 3, stratum 0 without a kiss code, reference id 0x00000000)"
+        ),
+        "{}",
+        e.message
+    );
+    assert!(!e.message.contains("kiss-of-death"), "{}", e.message);
+    assert_eq!(p.handles.stratum.get(), -1.0);
+    assert!(p.handles.offset.get().is_nan());
+
+    for (leap, stratum, refid, want) in [
+        (3, 2, [127, 0, 0, 1], "not synchronised (leap indicator 3)"),
+        (
+            3,
+            16,
+            [127, 0, 0, 1],
+            "not synchronised (leap indicator 3, stratum 16)",
+        ),
+        (
+            0,
+            0,
+            [0x7f, 0, 0, 1],
+            "not synchronised (stratum 0 without a kiss code, reference id 0x7f000001)",
+        ),
+        (
+            0,
+            0,
+            *b"rate",
+            "not synchronised (stratum 0 without a kiss code, reference id \"rate\")",
+        ),
+    ] {
+        let (e, p) = header(leap, 4, stratum, refid).await;
+        assert_eq!(e.reason, Reason::Status, "{e}");
+        assert!(e.message.contains(want), "{want}: {}", e.message);
+        assert_eq!(p.handles.stratum.get(), -1.0, "{want}");
+    }
+}
+
+#[tokio::test]
+async fn leap_second_warnings_are_up() {
+    for leap in [1, 2] {
+        let port = fixed(Behaviour::Header {
+            leap,
+            mode: 4,
+            stratum: 3,
+            refid: [10, 0, 0, 1],
+        })
+        .await;
+        let p = probe(options(port));
+        run(&p).await.unwrap_or_else(|e| panic!("leap {leap}: {e}"));
+        assert_eq!(p.handles.stratum.get(), 3.0);
+    }
+}
+
+#[tokio::test]
+async fn kiss_codes_are_named() {
+    for (code, want, stratum) in [
+        (b"RATE", "kiss-of-death RATE: the server asks us to slow down", 0.0),
+        (b"DENY", "kiss-of-death DENY: the server denies us access", 0.0),
+        (
+            b"RSTR",
+            "kiss-of-death RSTR: the server's access policy refuses us",
+            0.0,
+        ),
+        (
+            b"INIT",
+            "kiss-of-death INIT: not synchronised: the server has not yet synchronised",
+            -1.0,
+        ),
+        (
+            b"STEP",
+            "kiss-of-death STEP: not synchronised: the server stepped its clock",
+            -1.0,
+        ),
+        (b"AUTH", "kiss-of-death AUTH: server authentication failed", 0.0),
+        (b"NTSN", "kiss-of-death NTSN: the server rejected our NTS cookie", 0.0),
+        (
+            b"XYZW",
+            "kiss-of-death XYZW: a kiss code RFC 5905 does not define",
+            0.0,
+        ),
+        (b"DRO\0", "kiss-of-death DRO: a kiss code RFC 5905 does not define", 0.0),
+    ] {
+        let port = fixed(Behaviour::Kiss(code)).await;
+        let p = probe(options(port));
+        let e = run(&p).await.unwrap_err();
+        assert_eq!(e.reason, Reason::Status, "{e}");
+        assert!(e.message.contains(want), "{want}: {}", e.message);
+        assert_eq!(p.handles.stratum.get(), stratum, "{want}");
+        assert!(p.handles.offset.get().is_nan());
+    }
+}
+
+#[tokio::test]
+async fn a_reflected_request_is_a_protocol_failure() {
+    let port = fixed(Behaviour::Reflect).await;
+    let p = probe(options(port));
+    let e = run(&p).await.unwrap_err();
+    assert_eq!(e.reason, Reason::Protocol, "{e}");
+    assert!(
+        e.message.contains("our own request sent back (mode 3, client)"),
+        "{}",
+        e.message
+    );
+    assert_eq!(p.handles.stratum.get(), -1.0);
+}
+
+#[tokio::test]
+async fn other_modes_and_reserved_strata_are_refused() {
+    let (e, _) = header(0, 5, 2, [127, 0, 0, 1]).await;
+    assert_eq!(e.reason, Reason::Protocol, "{e}");
+    assert!(
+        e.message.contains("mode 5 (broadcast), not 4 (server)"),
+        "{}",
+        e.message
+    );
+    let (e, p) = header(0, 4, 200, [127, 0, 0, 1]).await;
+    assert_eq!(e.reason, Reason::Status, "{e}");
+    assert!(e.message.contains("stratum 200 is reserved"), "{}", e.message);
+    assert_eq!(p.handles.stratum.get(), -1.0);
+}
+
+#[tokio::test]
+async fn the_probe_bounds_its_own_wait() {
+    let port = fixed(Behaviour::Silent).await;
+    let labels: Labels = vec![("service".into(), "ntp".into())];
+    let metrics = ProbeMetrics::register(&mut Registry::default());
+    let p = NtpProbe::new(
+        options(port),
+        &Context {
+            labels: &labels,
+            timeout: Duration::from_millis(200),
+        },
+        &metrics.ntp,
+    );
+    let e = tokio::time::timeout(Duration::from_secs(5), p.run(&target()))
+        .await
+        .expect("the probe stops by itself")
+        .unwrap_err();
+    assert_eq!(e.reason, Reason::Timeout, "{e}");
+}
+
+/// A header from a server one second ahead, answering `nonce`, sent at `t1`.
+fn wire_reply(nonce: u64, t1: Timestamp) -> [u8; 48] {
+    let mut p = [0u8; 48];
+    p[0] = (4 << 3) | 4;
+    p[1] = 2;
+    p[24..32].copy_from_slice(&nonce.to_be_bytes());
+    // T2 = T1 + 1.25 s, T3 = T2 + 0.5 s: with T4 = T1 + 1 s (below), offset 1 s and delay 0.5 s.
+    let t2 = t1.0.wrapping_add(5 << 30);
+    let t3 = t2.wrapping_add(1 << 31);
+    p[32..40].copy_from_slice(&t2.to_be_bytes());
+    p[40..48].copy_from_slice(&t3.to_be_bytes());
+    p
+}
+
+#[test]
+fn offset_and_delay_hold_across_the_ntp_era_boundary() {
+    // 2036-02-07 06:28:16 UTC, when the 32-bit seconds field wraps to era 1.
+    let era_end = UNIX_EPOCH + Duration::from_secs((1u64 << 32) - 2_208_988_800);
+    for t in [
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        era_end - Duration::from_millis(600),
+        era_end,
+    ] {
+        let sent = Sent {
+            nonce: 7,
+            at: Timestamp::from_system_time(t),
+            round_trip: Duration::from_secs(1),
+        };
+        let r = wire::judge(&wire_reply(7, sent.at), &sent).unwrap();
+        assert!((r.offset - 1.0).abs() < 1e-6, "{t:?}: {r:?}");
+        assert!((r.delay - 0.5).abs() < 1e-6, "{t:?}: {r:?}");
+    }
+}
+
+#[test]
+fn the_request_is_a_version_4_client_packet_carrying_the_nonce() {
+    let r = wire::request(0x0102_0304_0506_0708);
+    assert_eq!(r[0], 0x23, "LI 0, version 4, mode 3");
+    assert!(r[1..40].iter().all(|&b| b == 0));
+    assert_eq!(r[40..48], [1, 2, 3, 4, 5, 6, 7, 8]);
+}
+
+#[test]
+fn arbitrary_datagrams_never_panic_and_only_answers_to_us_pass() {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    let sent = Sent {
+        nonce: 42,
+        at: Timestamp::from_system_time(SystemTime::now()),
+        round_trip: Duration::from_millis(1),
+    };
+    for _ in 0..20_000 {
+        let len = rng.random_range(0..=96);
+        let mut bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        // Half of them carry our nonce, so the checks past the origin are reached too.
+        if len >= 48 && rng.random_bool(0.5) {
+            bytes[24..32].copy_from_slice(&42u64.to_be_bytes());
+        }
+        match wire::judge(&bytes, &sent) {
+            Ok(r) => {
+                assert!((1..=15).contains(&r.stratum), "{bytes:?}");
+                assert_eq!(bytes[24..32], 42u64.to_be_bytes());
+                assert_eq!(bytes[0] & 0x07, 4);
+                assert_ne!(bytes[0] >> 6, 3);
+            }
+            Err(e) => {
+                let _ = (e.to_string(), e.reason(), e.stratum_gauge());
+            }
+        }
+    }
 }
 
 #[tokio::test]
