@@ -536,10 +536,13 @@ fn ntp_peers_short_kiss_of_death_and_bad_strata() {
     ];
     let n = run(&cases, None);
     assert!(down_line(&n, "kiss-of-death").contains("kiss-of-death RATE"));
+    assert!(down_line(&n, "stratum-0").contains("not synchronised (stratum 0 without a kiss code"));
+    assert!(down_line(&n, "stratum-16").contains("not synchronised (stratum 16)"));
     let text = n.scrape();
+    // Stratum 0 without a kiss code is an unsynchronised server, whose stratum is unknown.
     for (name, stratum) in [
         ("kiss-of-death", 0.0),
-        ("stratum-0", 0.0),
+        ("stratum-0", -1.0),
         ("stratum-16", -1.0),
     ] {
         assert_eq!(

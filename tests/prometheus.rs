@@ -798,7 +798,7 @@ fn the_test_itself_substitutes_and_classifies_queries() {
 fn the_lab_responders_answer_real_clients() {
     let stop = Arc::new(AtomicBool::new(false));
 
-    // NTP: rsntp (the library netmon's probe uses) accepts the reply.
+    // NTP: rsntp, an SNTP client independent of netmon's, accepts the reply.
     let ntp = udp_responder(stop.clone(), ntp_answer);
     let result = rsntp::SntpClient::new()
         .synchronize(format!("127.0.0.1:{ntp}"))
