@@ -625,8 +625,10 @@ fn simultaneous_scrapes_share_one_encoding_and_leave_probes_on_time() {
     assert!(ok >= 1000, "only {ok} of 6000 scrapes were served");
     assert!(growth < 64 << 20, "RSS grew by {} MiB", growth >> 20);
     assert!(starts >= 1000.0, "too few probe starts: {starts}");
+    // Measured on a quiet machine: 0 late (docs/faults.md; before the fix about two thirds
+    // were). The bound leaves room for a busy CI machine and the other tests of this binary.
     assert!(
-        late <= starts * 0.01,
+        late <= starts * 0.10,
         "{late} of {starts} probe starts were late by more than 100 ms"
     );
 }
