@@ -132,8 +132,28 @@ fn icmp_verdicts_and_rtts_agree_with_fping_and_ping() {
         .read_line(&mut first)
         .expect("read the responder's first line");
     assert_eq!(first.trim(), "ready", "the TUN responder did not start");
-    let (up, ours, text) = netmon(Some(&delayed.0), "10.77.0.2", 20);
-    let (fup, theirs, ftext) = fping(&fping_bin, Some(&delayed.0), "10.77.0.2", 20);
+    // The Python responder's own scheduling noise is up to a millisecond on a busy machine:
+    // the quietest of three rounds per tool is compared.
+    let best = |rounds: Vec<(bool, Option<f64>, String)>| {
+        let up = rounds.iter().all(|r| r.0);
+        let text = rounds
+            .iter()
+            .map(|r| r.2.clone())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let min = rounds.iter().filter_map(|r| r.1).reduce(f64::min);
+        (up, min, text)
+    };
+    let (up, ours, text) = best(
+        (0..3)
+            .map(|_| netmon(Some(&delayed.0), "10.77.0.2", 20))
+            .collect(),
+    );
+    let (fup, theirs, ftext) = best(
+        (0..3)
+            .map(|_| fping(&fping_bin, Some(&delayed.0), "10.77.0.2", 20))
+            .collect(),
+    );
     let _ = responder.kill();
     let _ = responder.wait();
     assert!(up && fup, "netmon: {text}\nfping: {ftext}");
