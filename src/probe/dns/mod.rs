@@ -26,6 +26,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use hickory_proto::op::{Edns, Message, Query};
+use hickory_proto::rr::{RData, Record};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
@@ -241,7 +242,7 @@ pub(crate) fn judge(options: &Options, response: &Message) -> Result<(), Failure
         ));
     }
     if let Some(re) = &options.expect_answer_regex {
-        let texts: Vec<String> = response.answers.iter().map(|r| r.to_string()).collect();
+        let texts: Vec<String> = response.answers.iter().map(record_text).collect();
         if !texts.iter().any(|t| re.0.is_match(t)) {
             let shown = texts.iter().take(3).cloned().collect::<Vec<_>>().join("; ");
             return Err(Failure::new(
@@ -257,6 +258,45 @@ pub(crate) fn judge(options: &Options, response: &Message) -> Result<(), Failure
         }
     }
     Ok(())
+}
+
+/// A record in its zone-file text form, as `dig` prints it but with spaces between the fields.
+/// hickory's `Display` runs the strings of a TXT record together unquoted (`"v=spf1 a" "-all"`
+/// reads `v=spf1 a-all`), so TXT data is written here as RFC 1035 §5.1 character-strings.
+fn record_text(record: &Record) -> String {
+    match &record.data {
+        RData::TXT(txt) => {
+            let strings: Vec<String> = txt.txt_data.iter().map(|s| quoted(s)).collect();
+            format!(
+                "{} {} {} {} {}",
+                record.name,
+                record.ttl,
+                record.dns_class,
+                record.record_type(),
+                strings.join(" ")
+            )
+        }
+        _ => record.to_string(),
+    }
+}
+
+/// One character-string in double quotes, with `"` and `\` escaped and every byte outside
+/// printable ASCII as `\DDD` (RFC 1035 §5.1), the way BIND's tools print it.
+fn quoted(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() + 2);
+    out.push('"');
+    for &b in bytes {
+        match b {
+            b'"' | b'\\' => {
+                out.push('\\');
+                out.push(char::from(b));
+            }
+            b' '..=b'~' => out.push(char::from(b)),
+            _ => out.push_str(&format!("\\{b:03}")),
+        }
+    }
+    out.push('"');
+    out
 }
 
 #[cfg(test)]

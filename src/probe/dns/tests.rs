@@ -229,7 +229,8 @@ async fn txt_answers_are_matched_by_regex() {
     let port = server(Mode::Normal).await;
     for t in BOTH {
         let mut o = options(port, "t.test", QueryType::Txt, t);
-        o.expect_answer_regex = Some(Regex::new(r"TXT v=spf1 -all$").unwrap());
+        // TXT data in zone-file form, quoted as dig shows it.
+        o.expect_answer_regex = Some(Regex::new(r#"TXT "v=spf1 -all"$"#).unwrap());
         run(&probe(o.clone()))
             .await
             .unwrap_or_else(|e| panic!("{t:?}: {e}"));
@@ -245,6 +246,30 @@ async fn txt_answers_are_matched_by_regex() {
         assert!(e.message.contains("v=spf1"), "{}", e.message);
         assert_eq!(gauges(&p), (0.0, 1.0), "the answer is still counted");
     }
+}
+
+#[test]
+fn txt_data_reads_as_in_a_zone_file() {
+    let txt = |strings: Vec<&[u8]>| {
+        Record::from_rdata(name("m.test."), 300, RData::TXT(TXT::from_bytes(strings)))
+    };
+    // Several strings stay apart, quotes and backslashes are escaped, other bytes are \DDD:
+    // the text dig prints for the same record (dig separates the fields with tabs).
+    assert_eq!(
+        record_text(&txt(vec![b"v=spf1 a", b"-all"])),
+        r#"m.test. 300 IN TXT "v=spf1 a" "-all""#
+    );
+    assert_eq!(
+        record_text(&txt(vec![b"q\"uote\\", "caf\u{e9}".as_bytes(), b"\x00\n"])),
+        r#"m.test. 300 IN TXT "q\"uote\\" "caf\195\169" "\000\010""#
+    );
+    assert_eq!(record_text(&txt(vec![b""])), r#"m.test. 300 IN TXT """#);
+    let a = Record::from_rdata(
+        name("a.test."),
+        60,
+        RData::A(A(std::net::Ipv4Addr::new(192, 0, 2, 1))),
+    );
+    assert_eq!(record_text(&a), "a.test. 60 IN A 192.0.2.1");
 }
 
 #[tokio::test]
