@@ -1,14 +1,16 @@
 //! netmon against real servers and reference clients: Debian's nginx (HTTPS with
 //! openssl-made certificates, HTTP/2 over TLS and in cleartext) next to curl, OpenSSH's sshd
-//! (banners) next to a plain socket, and ICMP next to fping on loopback and in test-made
-//! network namespaces.
+//! (banners) next to a plain socket, ICMP next to fping on loopback and in test-made
+//! network namespaces, chronyd and ntpsec's ntpd next to ntpdig, and unbound next to dig.
 //!
 //! The servers run as the test's children from a temporary directory with their own config,
 //! on ports the kernel picked, and die with the test. A missing program skips its test with a
 //! line saying so, unless `NETMON_REQUIRE_REAL_SERVERS=1` (CI) makes that a failure.
 
+mod dns;
 mod icmp;
 mod nginx;
+mod ntp;
 mod sshd;
 mod support;
 

@@ -30,16 +30,25 @@ pub fn programs<const N: usize>(test: &str, names: [&str; N]) -> Option<[PathBuf
     if missing.is_empty() {
         return Some(found.map(|f| f.expect("checked above")));
     }
-    let text = format!(
-        "{test}: NOT RUN: {} not found (Debian: apt-get install nginx-light openssh-server curl openssl)",
-        missing.join(", ")
+    not_run(
+        test,
+        &format!(
+            "{} not found (Debian: apt-get install nginx-light openssh-server curl openssl fping chrony faketime ntpsec-ntpdig unbound bind9-dnsutils; see .ci/run for ntpsec's ntpd)",
+            missing.join(", ")
+        ),
     );
+    None
+}
+
+/// Says that `test` cannot run here and why (the test then passes without running), or
+/// panics when [`REQUIRE`] is 1.
+pub fn not_run(test: &str, why: &str) {
+    let text = format!("{test}: NOT RUN: {why}");
     if std::env::var(REQUIRE).as_deref() == Ok("1") {
         panic!("{text}; {REQUIRE}=1 makes this a failure");
     }
     eprintln!("{text}");
     println!("{text}");
-    None
 }
 
 fn find(name: &str) -> Option<PathBuf> {
@@ -50,10 +59,17 @@ fn find(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// A port on 127.0.0.1 that was free a moment ago (the kernel picks it).
+/// A port on 127.0.0.1 that was free a moment ago for both TCP and UDP (the kernel picks
+/// it), since some servers (DNS, NTP) listen on UDP.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local address").port()
+    for _ in 0..100 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = l.local_addr().expect("local address").port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port on 127.0.0.1 free for both TCP and UDP in 100 tries");
 }
 
 /// A server process that is killed when the test ends, its output in a file.
@@ -101,6 +117,11 @@ impl Daemon {
             }
         }
         d
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// What the server wrote so far.
