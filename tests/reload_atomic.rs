@@ -257,7 +257,14 @@ fn no_config_crashes_a_reload_or_a_start() {
     let (l, port) = tcp_listener();
     serve_forever(l);
     let mut n = Netmon::start(&tcp_config(port), &[]);
-    n.wait_log("netmon started", Duration::from_secs(10));
+    let svc = format!("tcp:{port}");
+    // Up before the hostile files, so the check after them means "still up".
+    n.wait_metric(
+        "netmon_up",
+        &[("service", &svc)],
+        Duration::from_secs(10),
+        |v| v == 1.0,
+    );
     let deep = |levels: usize| {
         format!(
             "targets:\n  127.0.0.1:\n    services:\n      {}TCP:1\n",
