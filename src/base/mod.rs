@@ -10,4 +10,5 @@ pub mod outcome;
 pub mod resolve;
 pub mod round;
 pub mod rxtime;
+pub mod udp;
 pub mod values;

@@ -12,16 +12,15 @@
 //! `timeout` means that nothing arrived.
 
 use std::sync::Arc;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use crate::base::escape::shown;
+use crate::base::udp;
 use crate::base::outcome::{Failure, Outcome, Reason, Success, Target};
 use crate::base::resolve;
 use crate::base::values::{IpPreference, Regex};
@@ -180,19 +179,7 @@ impl UdpProbe {
         let deadline = Instant::now() + self.budget;
         let port = self.options.port.unwrap_or_default();
         let addr = resolve::resolve(&target.host, port, self.options.ip).await?[0];
-        let local: SocketAddr = if addr.is_ipv4() {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        let socket = UdpSocket::bind(local)
-            .await
-            .map_err(|e| Failure::io("bind a udp socket", &e))?;
-        // Connected: the kernel then filters replies to this peer and reports ICMP errors.
-        socket
-            .connect(addr)
-            .await
-            .map_err(|e| Failure::io(&format!("connect to {addr}"), &e))?;
+        let socket = udp::connected(addr).await?;
         let start = Instant::now();
         socket
             .send(&self.payload)
@@ -251,6 +238,8 @@ impl Probe for UdpProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
+    use tokio::net::UdpSocket;
     use crate::base::labels::Labels;
 
     fn probe(options: Options, timeout: Duration) -> UdpProbe {

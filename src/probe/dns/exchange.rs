@@ -1,14 +1,15 @@
 //! The query's round trip: a connected UDP socket, or a TCP stream with the RFC 1035
 //! §4.2.2 two-byte length prefix; and the check that a received message answers our query.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, Query};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::base::udp;
 use crate::base::outcome::{Failure, Reason};
 
 /// The largest UDP payload we read; a datagram cannot be larger.
@@ -66,19 +67,7 @@ pub(super) async fn udp_exchange(
     id: u16,
     query: &Query,
 ) -> Result<(Message, Duration), Failure> {
-    let bind: SocketAddr = if addr.is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let socket = UdpSocket::bind(bind)
-        .await
-        .map_err(|e| Failure::io("bind udp socket", &e))?;
-    // Connected, so the kernel drops datagrams from anyone else and reports ICMP errors.
-    socket
-        .connect(addr)
-        .await
-        .map_err(|e| Failure::io(&format!("connect udp socket to {addr}"), &e))?;
+    let socket = udp::connected(addr).await?;
     let start = Instant::now();
     socket
         .send(wire)

@@ -14,7 +14,7 @@
 //! `wire.rs` holds the bytes (request, reply header, timestamps) and the verdict on a reply
 //! with its typed error; this file the options, the metrics, the exchange and the gauges.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -23,10 +23,10 @@ use futures_util::future::BoxFuture;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::{Registry, Unit};
 use serde::{Deserialize, Serialize};
-use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use crate::base::labels::{FGauge, Labels};
+use crate::base::udp;
 use crate::base::outcome::{Failure, Outcome, Reason, Success, Target};
 use crate::base::resolve;
 use crate::base::values::IpPreference;
@@ -235,19 +235,7 @@ impl NtpProbe {
 /// Sends one request to `addr` and returns the first datagram that comes back, with what we
 /// sent and when.
 async fn exchange(addr: SocketAddr) -> Result<(Vec<u8>, Sent), Failure> {
-    let bind: SocketAddr = if addr.is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let socket = UdpSocket::bind(bind)
-        .await
-        .map_err(|e| Failure::io("bind udp socket", &e))?;
-    // Connected, so the kernel drops datagrams from anyone else and reports ICMP errors.
-    socket
-        .connect(addr)
-        .await
-        .map_err(|e| Failure::io(&format!("connect udp socket to {addr}"), &e))?;
+    let socket = udp::connected(addr).await?;
     // Zero is the origin a blank or reflected packet carries: never accept it as ours.
     let nonce = rand::random::<u64>().max(1);
     let request = wire::request(nonce);
