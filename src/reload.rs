@@ -177,11 +177,7 @@ impl Reloader {
         {
             return Err(self.refused(LoadError::Echo(e)));
         }
-        let changes = match monitor.apply(&config).await {
-            Ok(c) => c,
-            // Only when the machine changed since the check a moment ago.
-            Err(e) => return Err(self.refused(LoadError::Start(e))),
-        };
+        let changes = monitor.apply_checked(&config).await;
         if !changes.failed.is_empty() {
             self.metrics.reloaded(false);
             let e = ReloadError::Partial(changes);

@@ -269,6 +269,13 @@ impl Monitor {
     /// start fails [`Monitor::check`], nothing changes and the errors say why.
     pub async fn apply(&mut self, config: &Config) -> Result<Changes, ConfigErrors> {
         self.check(config)?;
+        Ok(self.apply_checked(config).await)
+    }
+
+    /// [`Monitor::apply`] for a `config` that has just passed [`Monitor::check`] (start-up and
+    /// reloads check first, then start the echo server, then apply): every service is built
+    /// once more only to start it. A service that fails now is in [`Changes::failed`].
+    pub async fn apply_checked(&mut self, config: &Config) -> Changes {
         let mut changes = Changes::default();
         let wanted: BTreeMap<ServiceKey, &Service> =
             config.services().map(|s| (key_of(s), s)).collect();
@@ -312,7 +319,7 @@ impl Monitor {
         changes.added = self.services.len() - changes.kept - changes.changed;
         // A service the console adds alone starts within the shortest spread.
         self.spread = RELOAD_SPREAD;
-        Ok(changes)
+        changes
     }
 
     /// Starts one service's task.

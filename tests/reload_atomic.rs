@@ -120,14 +120,20 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
-fn echo_answers(port: u16) -> bool {
+/// Whether `netmon ARGS...` exits 0; its output is not needed.
+fn netmon_succeeds(args: &[&std::ffi::OsStr]) -> bool {
     Command::new(env!("CARGO_BIN_EXE_netmon"))
-        .args(["echo", &format!("127.0.0.1:{port}"), "-c", "1", "-W", "1s"])
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .unwrap()
         .success()
+}
+
+fn echo_answers(port: u16) -> bool {
+    let target = format!("127.0.0.1:{port}");
+    netmon_succeeds(&["echo", &target, "-c", "1", "-W", "1s"].map(std::ffi::OsStr::new))
 }
 
 #[test]
@@ -197,14 +203,7 @@ fn serve_starts(file: &Path) -> bool {
 }
 
 fn config_check_accepts(file: &Path) -> bool {
-    Command::new(env!("CARGO_BIN_EXE_netmon"))
-        .args(["config", "check"])
-        .arg(file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap()
-        .success()
+    netmon_succeeds(&["config".as_ref(), "check".as_ref(), file.as_os_str()])
 }
 
 #[test]

@@ -51,20 +51,14 @@ pub async fn start(
         ),
         None => None,
     };
-    let changes = match monitor.apply(&config).await {
-        Ok(c) if c.failed.is_empty() => c,
-        outcome => {
-            monitor.stop_all().await;
-            if let Some(e) = echo {
-                e.stop().await;
-            }
-            let errors = match outcome {
-                Ok(c) => config::error::ConfigErrors(c.failed),
-                Err(e) => e,
-            };
-            return Err(LoadError::Start(errors).into());
+    let changes = monitor.apply_checked(&config).await;
+    if !changes.failed.is_empty() {
+        monitor.stop_all().await;
+        if let Some(e) = echo {
+            e.stop().await;
         }
-    };
+        return Err(LoadError::Start(config::error::ConfigErrors(changes.failed)).into());
+    }
     metrics.reloaded(true);
     info!(
         config = %source,
