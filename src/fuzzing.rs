@@ -1,6 +1,6 @@
 //! Fuzzing entry points: one function per target in `fuzz/fuzz_targets/`, each feeding
 //! arbitrary bytes to the code that parses them and asserting what must hold. Not part of the
-//! API (hidden from the docs); `tests/fuzz_regressions.rs` replays every stored crashing input
+//! API (hidden from the docs); `tests/integration/fuzz_regressions.rs` replays every stored crashing input
 //! through the same functions, so plain `cargo test` guards the fixes without cargo-fuzz.
 //!
 //! A function returns quietly for any input the code handles correctly, and panics when an

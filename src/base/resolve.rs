@@ -389,7 +389,6 @@ fn system() -> Arc<Lookups> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     const BUDGET_2S: Duration = Duration::from_secs(2);
 
@@ -426,46 +425,17 @@ mod tests {
         );
     }
 
-    /// A name server on 127.0.0.1 that answers every query with `answer` after `delay`,
-    /// counting the queries it received.
-    async fn name_server(
-        delay: Duration,
-        answer: Option<[u8; 4]>,
-    ) -> (u16, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
-        use hickory_resolver::proto::op::Message;
-        use hickory_resolver::proto::rr::{RData, Record, rdata::A};
-        let socket = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
-        let port = socket.local_addr().unwrap().port();
-        let count = Arc::new(AtomicUsize::new(0));
-        let seen = count.clone();
-        let task = tokio::spawn(async move {
-            let mut buf = [0u8; 512];
-            while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
-                let Ok(query) = Message::from_vec(&buf[..n]) else {
-                    continue;
-                };
-                seen.fetch_add(1, Ordering::SeqCst);
-                let socket = socket.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let mut reply = Message::response(query.metadata.id, query.metadata.op_code);
-                    reply.metadata.recursion_desired = true;
-                    reply.metadata.recursion_available = true;
-                    for q in &query.queries {
-                        reply.add_query(q.clone());
-                        if let (Some(ip), RecordType::A) = (answer, q.query_type()) {
-                            reply.add_answer(Record::from_rdata(
-                                q.name().clone(),
-                                300,
-                                RData::A(A::from(std::net::Ipv4Addr::from(ip))),
-                            ));
-                        }
-                    }
-                    let _ = socket.send_to(&reply.to_vec().unwrap(), peer).await;
-                });
-            }
-        });
-        (port, count, task)
+    /// A name server on 127.0.0.1 that answers every query with `answer` (A queries only)
+    /// after `delay`, counting the queries it received.
+    fn name_server(delay: Duration, answer: Option<[u8; 4]>) -> testkit::dns::Server {
+        use testkit::dns::{NOERROR, Query, Server};
+        Server::start(move |bytes, _| {
+            let Some(q) = Query::parse(bytes) else {
+                return Vec::new();
+            };
+            let ips: Vec<std::net::Ipv4Addr> = answer.into_iter().map(Into::into).collect();
+            vec![(delay, q.answer(NOERROR, &ips, 300))]
+        })
     }
 
     fn lookups_at(port: u16, hosts: &str) -> Lookups {
@@ -482,7 +452,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_late_answer_is_reason_dns_with_the_budget_in_the_message() {
-        let (port, _, server) = name_server(Duration::from_secs(3), Some([192, 0, 2, 1])).await;
+        let server = name_server(Duration::from_secs(3), Some([192, 0, 2, 1]));
+        let port = server.port();
         let lookups = lookups_at(port, "");
         let started = Instant::now();
         let e = within(
@@ -495,13 +466,13 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(1));
         assert_eq!(e.reason, Reason::Dns);
         assert_eq!(e.message, "name lookup of slow.test took longer than 300ms");
-        server.abort();
+        drop(server);
     }
 
     #[tokio::test]
     async fn a_lookup_joined_late_fails_with_the_query_it_joined() {
-        let (port, queries, server) =
-            name_server(Duration::from_millis(600), Some([192, 0, 2, 1])).await;
+        let server = name_server(Duration::from_millis(600), Some([192, 0, 2, 1]));
+        let port = server.port();
         let lookups = lookups_at(port, "");
         let budget = Duration::from_millis(400);
         let first = lookups.lookup("late.test", IpPreference::Ipv4, budget);
@@ -515,14 +486,14 @@ mod tests {
         assert_eq!(a, Err(LookupError::TooSlow(budget)));
         assert_eq!(b, Err(LookupError::TooSlow(budget)));
         // The resolver may send the query again (UDP retransmission), never a second lookup.
-        assert!(queries.load(Ordering::SeqCst) >= 1);
-        server.abort();
+        assert!(server.udp_queries() >= 1);
+        drop(server);
     }
 
     #[tokio::test]
     async fn concurrent_lookups_of_one_name_share_one_query_and_the_answer_is_cached() {
-        let (port, queries, server) =
-            name_server(Duration::from_millis(100), Some([192, 0, 2, 7])).await;
+        let server = name_server(Duration::from_millis(100), Some([192, 0, 2, 7]));
+        let port = server.port();
         let lookups = lookups_at(port, "");
         let all = futures_util::future::join_all(
             (0..50).map(|_| lookups.lookup("shared.test", IpPreference::Ipv4, BUDGET_2S)),
@@ -531,20 +502,21 @@ mod tests {
         for r in all {
             assert_eq!(r.unwrap(), vec![IpAddr::from([192, 0, 2, 7])]);
         }
-        assert_eq!(queries.load(Ordering::SeqCst), 1);
+        assert_eq!(server.udp_queries(), 1);
         let again = lookups
             .lookup("shared.test", IpPreference::Ipv4, BUDGET_2S)
             .await
             .unwrap();
         assert_eq!(again, vec![IpAddr::from([192, 0, 2, 7])]);
-        assert_eq!(queries.load(Ordering::SeqCst), 1, "answered from the cache");
-        server.abort();
+        assert_eq!(server.udp_queries(), 1, "answered from the cache");
+        drop(server);
     }
 
     #[tokio::test]
     async fn hosts_entries_answer_alone_and_the_family_is_respected() {
         // A name server that never answers in time: a listed name must not wait for it.
-        let (port, queries, server) = name_server(Duration::from_secs(30), None).await;
+        let server = name_server(Duration::from_secs(30), None);
+        let port = server.port();
         let lookups = lookups_at(port, "127.0.0.1 fast.test\n::1 six.test\n");
         let v4 = lookups
             .lookup("fast.test", IpPreference::Auto, BUDGET_2S)
@@ -556,13 +528,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(v6, vec!["::1".parse::<IpAddr>().unwrap()]);
-        assert_eq!(queries.load(Ordering::SeqCst), 0);
-        server.abort();
+        assert_eq!(server.udp_queries(), 0);
+        drop(server);
     }
 
     #[tokio::test]
     async fn a_name_without_the_family_asked_for_says_so() {
-        let (port, _, server) = name_server(Duration::ZERO, Some([192, 0, 2, 9])).await;
+        let server = name_server(Duration::ZERO, Some([192, 0, 2, 9]));
+        let port = server.port();
         let lookups = lookups_at(port, "");
         let ips = within(
             Duration::from_secs(2),
@@ -574,6 +547,6 @@ mod tests {
         let addrs = ips.into_iter().map(|ip| SocketAddr::new(ip, 80)).collect();
         let e = filter(addrs, "v4only.test", IpPreference::Ipv6).unwrap_err();
         assert_eq!(e.message, "v4only.test has no IPv6 address");
-        server.abort();
+        drop(server);
     }
 }

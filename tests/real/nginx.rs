@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{self, Daemon, Netmon, curl, metric, ok};
+use crate::support::{self, Daemon, curl, metric, ok};
 
 /// The certificates, made in `dir` with openssl.
 struct Pki {
@@ -407,7 +407,7 @@ fn nginx_https_and_http2_verdicts_agree_with_curl() {
     for c in &cases {
         config.push_str(&format!("      - {{ name: {}, {} }}\n", c.name, c.service));
     }
-    let mut netmon = Netmon::serve(d, &config);
+    let mut netmon = support::serve(d, &config);
     let store = netmon.wait_log("tls trust store loaded", Duration::from_secs(10));
     for c in &cases {
         netmon.wait_log(

@@ -268,7 +268,7 @@ fn metrics_after_two_probes(place: &Place, port: u16) -> String {
     };
     match place {
         Place::Host => {
-            let n = crate::support::Netmon::serve(dir.path(), &config);
+            let n = crate::support::serve(dir.path(), &config);
             wait(&mut || n.scrape(), &|| n.log().join("\n"))
         }
         Place::Netns { bash, .. } => {

@@ -1,8 +1,7 @@
 //! The DNS probe's tests, against a DNS server started in the test.
 
 use hickory_proto::rr::{Name, RecordType};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UdpSocket;
+use testkit::dns::Server;
 
 use super::*;
 use crate::base::values::{IpPreference, Regex};
@@ -10,7 +9,6 @@ use crate::probe::ProbeMetrics;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, TXT};
 use hickory_proto::rr::{RData, Record};
-use tokio::net::TcpListener;
 
 /// How the fake server behaves.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -104,60 +102,20 @@ fn replies(bytes: &[u8], mode: Mode, tcp: bool) -> Vec<Vec<u8>> {
     }
 }
 
-/// A DNS server on 127.0.0.1, UDP and TCP on one port. Returns the port.
-async fn server(mode: Mode) -> u16 {
-    server_on("127.0.0.1", mode).await.unwrap()
+/// A DNS server on 127.0.0.1, UDP and TCP on one port, until dropped.
+fn server(mode: Mode) -> Server {
+    server_on("127.0.0.1", mode).unwrap()
 }
 
-/// A DNS server on `ip`, UDP and TCP on one port. Returns the port, or `None` when `ip`
-/// cannot be bound (no IPv6 loopback on this machine).
-async fn server_on(ip: &'static str, mode: Mode) -> Option<u16> {
-    // The TCP port must match the UDP one; retry in the rare case it is taken.
-    let (udp, tcp) = {
-        let mut bound = None;
-        for _ in 0..20 {
-            let udp = UdpSocket::bind((ip, 0)).await.ok()?;
-            let port = udp.local_addr().unwrap().port();
-            if let Ok(tcp) = TcpListener::bind((ip, port)).await {
-                bound = Some((udp, tcp));
-                break;
-            }
-        }
-        bound?
-    };
-    let port = udp.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 4096];
-        while let Ok((n, from)) = udp.recv_from(&mut buf).await {
-            for r in replies(&buf[..n], mode, false) {
-                let _ = udp.send_to(&r, from).await;
-            }
-        }
-    });
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = tcp.accept().await {
-            tokio::spawn(async move {
-                loop {
-                    let mut prefix = [0u8; 2];
-                    if s.read_exact(&mut prefix).await.is_err() {
-                        return;
-                    }
-                    let mut msg = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
-                    if s.read_exact(&mut msg).await.is_err() {
-                        return;
-                    }
-                    for r in replies(&msg, mode, true) {
-                        let mut framed = (r.len() as u16).to_be_bytes().to_vec();
-                        framed.extend_from_slice(&r);
-                        if s.write_all(&framed).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    Some(port)
+/// A DNS server on `ip`, UDP and TCP on one port; `None` when `ip` cannot be bound (no IPv6
+/// loopback on this machine).
+fn server_on(ip: &str, mode: Mode) -> Option<Server> {
+    let ip: std::net::IpAddr = ip.parse().ok()?;
+    Server::on(ip, 0, move |bytes, transport| {
+        let tcp = transport == testkit::dns::Transport::Tcp;
+        replies(bytes, mode, tcp).into_iter().map(|r| (Duration::ZERO, r)).collect()
+    })
+    .ok()
 }
 
 fn probe(options: Options) -> DnsProbe {
@@ -214,7 +172,8 @@ const BOTH: [Transport; 2] = [Transport::Udp, Transport::Tcp];
 
 #[tokio::test]
 async fn a_query_is_up_with_rcode_and_answer_count_over_udp_and_tcp() {
-    let port = server(Mode::Normal).await;
+    let peer = server(Mode::Normal);
+    let port = peer.port();
     for t in BOTH {
         let p = probe(options(port, "a.test", QueryType::A, t));
         assert_eq!(gauges(&p), (-1.0, 0.0), "no answer before the first probe");
@@ -226,7 +185,8 @@ async fn a_query_is_up_with_rcode_and_answer_count_over_udp_and_tcp() {
 
 #[tokio::test]
 async fn txt_answers_are_matched_by_regex() {
-    let port = server(Mode::Normal).await;
+    let peer = server(Mode::Normal);
+    let port = peer.port();
     for t in BOTH {
         let mut o = options(port, "t.test", QueryType::Txt, t);
         // TXT data in zone-file form, quoted as dig shows it.
@@ -274,7 +234,8 @@ fn txt_data_reads_as_in_a_zone_file() {
 
 #[tokio::test]
 async fn regex_with_no_answer_records_is_a_mismatch() {
-    let port = server(Mode::Normal).await;
+    let peer = server(Mode::Normal);
+    let port = peer.port();
     // NOERROR with an empty answer section (NODATA).
     let mut o = options(port, "t.test", QueryType::A, Transport::Udp);
     run(&probe(o.clone())).await.unwrap();
@@ -286,7 +247,8 @@ async fn regex_with_no_answer_records_is_a_mismatch() {
 
 #[tokio::test]
 async fn nxdomain_is_an_answer_with_its_rcode() {
-    let port = server(Mode::Normal).await;
+    let peer = server(Mode::Normal);
+    let port = peer.port();
     for t in BOTH {
         let mut o = options(port, "missing.test", QueryType::A, t);
         let p = probe(o.clone());
@@ -304,7 +266,8 @@ async fn nxdomain_is_an_answer_with_its_rcode() {
 
 #[tokio::test]
 async fn servfail_is_an_answer_with_its_rcode() {
-    let port = server(Mode::Normal).await;
+    let peer = server(Mode::Normal);
+    let port = peer.port();
     for t in BOTH {
         let p = probe(options(port, "fail.test", QueryType::A, t));
         let e = run(&p).await.unwrap_err();
@@ -316,7 +279,8 @@ async fn servfail_is_an_answer_with_its_rcode() {
 
 #[tokio::test]
 async fn garbage_is_a_protocol_failure() {
-    let port = server(Mode::Garbage).await;
+    let peer = server(Mode::Garbage);
+    let port = peer.port();
     for t in BOTH {
         let p = probe(options(port, "a.test", QueryType::A, t));
         let e = run(&p).await.unwrap_err();
@@ -332,7 +296,8 @@ async fn garbage_is_a_protocol_failure() {
 
 #[tokio::test]
 async fn another_question_is_a_protocol_failure() {
-    let port = server(Mode::WrongQuestion).await;
+    let peer = server(Mode::WrongQuestion);
+    let port = peer.port();
     for t in BOTH {
         let e = run(&probe(options(port, "a.test", QueryType::A, t)))
             .await
@@ -344,13 +309,15 @@ async fn another_question_is_a_protocol_failure() {
 
 #[tokio::test]
 async fn responses_with_another_id_are_ignored() {
-    let port = server(Mode::WrongIdThenRight).await;
+    let peer = server(Mode::WrongIdThenRight);
+    let port = peer.port();
     for t in BOTH {
         let p = probe(options(port, "a.test", QueryType::A, t));
         run(&p).await.unwrap_or_else(|e| panic!("{t:?}: {e}"));
         assert_eq!(gauges(&p), (0.0, 2.0));
     }
-    let port = server(Mode::WrongIdOnly).await;
+    let peer = server(Mode::WrongIdOnly);
+    let port = peer.port();
     for t in BOTH {
         let p = probe(options(port, "a.test", QueryType::A, t));
         // Only the runner's timeout ends the wait; dropping the probe clears the gauges.
@@ -365,7 +332,8 @@ async fn responses_with_another_id_are_ignored() {
 
 #[tokio::test]
 async fn truncated_udp_answer_is_reported_and_tcp_gets_it_whole() {
-    let port = server(Mode::Normal).await;
+    let peer = server(Mode::Normal);
+    let port = peer.port();
     let e = run(&probe(options(
         port,
         "big.test",
@@ -387,7 +355,8 @@ async fn truncated_udp_answer_is_reported_and_tcp_gets_it_whole() {
 
 #[tokio::test]
 async fn recursion_desired_sets_the_rd_flag() {
-    let port = server(Mode::Normal).await;
+    let peer = server(Mode::Normal);
+    let port = peer.port();
     let mut o = options(port, "rd.test", QueryType::Txt, Transport::Udp);
     o.expect_answer_regex = Some(Regex::new("rd=1").unwrap());
     run(&probe(o.clone())).await.unwrap();
@@ -398,10 +367,11 @@ async fn recursion_desired_sets_the_rd_flag() {
 
 #[tokio::test]
 async fn ipv6_servers_and_the_ip_option() {
-    let Some(port) = server_on("::1", Mode::Normal).await else {
+    let Some(peer) = server_on("::1", Mode::Normal) else {
         eprintln!("skipped: no IPv6 loopback here");
         return;
     };
+    let port = peer.port();
     for t in BOTH {
         let p = probe(options(port, "a.test", QueryType::A, t));
         let target = Target { host: "::1".into() };

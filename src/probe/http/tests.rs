@@ -10,11 +10,9 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use testkit::http::{Version, serve_async};
+use testkit::pki::{Ca, Day, Leaf};
 use tokio::net::TcpListener;
 
 use super::*;
@@ -101,32 +99,10 @@ async fn route(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
 
 /// Serves [`route`] on 127.0.0.1, over TLS when `tls` is given.
 async fn server(tls: Option<Arc<rustls::ServerConfig>>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let conn = hyper::server::conn::http1::Builder::new();
-                match acceptor {
-                    Some(a) => {
-                        if let Ok(s) = a.accept(stream).await {
-                            let _ = conn
-                                .serve_connection(TokioIo::new(s), service_fn(route))
-                                .await;
-                        }
-                    }
-                    None => {
-                        let _ = conn
-                            .serve_connection(TokioIo::new(stream), service_fn(route))
-                            .await;
-                    }
-                }
-            });
-        }
-    });
-    addr
+    serve_async(tls, Version::Http1, |req| {
+        Box::pin(async move { route(req).await.unwrap_or_else(|e| match e {}) })
+    })
+    .await
 }
 
 /// A CA and a leaf for `localhost` and 127.0.0.1 that it signed. The CA expires first, so the
@@ -144,52 +120,24 @@ fn unix(ymd: (i32, u8, u8)) -> i64 {
     rcgen::date_time_ymd(ymd.0, ymd.1, ymd.2).unix_timestamp()
 }
 
-fn server_config(chain: Vec<CertificateDer<'static>>, key: &KeyPair) -> Arc<rustls::ServerConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    Arc::new(
-        rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap(),
-    )
-}
-
-fn leaf_params(not_after: (i32, u8, u8)) -> CertificateParams {
-    let mut p =
-        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-    p.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
-    p
-}
+/// Every leaf here names `localhost` and 127.0.0.1.
+const NAMES: [&str; 2] = ["localhost", "127.0.0.1"];
 
 fn pki() -> Pki {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "netmon test CA");
-    ca.not_after = rcgen::date_time_ymd(CA_NOT_AFTER.0, CA_NOT_AFTER.1, CA_NOT_AFTER.2);
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = leaf_params(LEAF_NOT_AFTER)
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
+    let ca = Ca::valid("netmon test CA", (2015, 1, 1), CA_NOT_AFTER);
+    let leaf = Leaf::new(&NAMES).valid((2020, 1, 1), LEAF_NOT_AFTER);
     Pki {
-        ca_pem: ca_cert.pem(),
-        server: server_config(vec![leaf.der().clone(), ca_cert.der().clone()], &leaf_key),
+        ca_pem: ca.pem(),
+        server: leaf.signed_by(&ca).server_config(),
     }
 }
 
 /// A self-signed leaf; returns its PEM and a server config presenting it.
 fn self_signed() -> (String, Arc<rustls::ServerConfig>) {
-    let key = KeyPair::generate().unwrap();
-    let cert = leaf_params(SELF_SIGNED_NOT_AFTER)
-        .self_signed(&key)
-        .unwrap();
-    (cert.pem(), server_config(vec![cert.der().clone()], &key))
+    let cert = Leaf::new(&NAMES)
+        .valid((2020, 1, 1), SELF_SIGNED_NOT_AFTER)
+        .self_signed();
+    (cert.pem(), cert.server_config())
 }
 
 /// Options parsed from YAML through the config's own path, so validation runs too.
@@ -836,75 +784,39 @@ async fn a_server_that_hangs_up_without_answering_fails_at_once() {
 /// Serves [`route`] in HTTP/1.1 and HTTP/2 (over TLS by ALPN, in cleartext by prior
 /// knowledge), as nginx with `http2 on` does.
 async fn server_h2(tls: Option<Arc<rustls::ServerConfig>>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let acceptor = tls.map(|c| {
+    let tls = tls.map(|c| {
         let mut c = (*c).clone();
         c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        tokio_rustls::TlsAcceptor::from(Arc::new(c))
+        Arc::new(c)
     });
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let conn = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                );
-                match acceptor {
-                    Some(a) => {
-                        if let Ok(s) = a.accept(stream).await {
-                            let _ = conn
-                                .serve_connection(TokioIo::new(s), service_fn(route))
-                                .await;
-                        }
-                    }
-                    None => {
-                        let _ = conn
-                            .serve_connection(TokioIo::new(stream), service_fn(route))
-                            .await;
-                    }
-                }
-            });
-        }
-    });
-    addr
+    serve_async(tls, Version::Auto, |req| {
+        Box::pin(async move { route(req).await.unwrap_or_else(|e| match e {}) })
+    })
+    .await
 }
 
 /// Serves [`route`] in HTTP/2 only, with prior knowledge, as nginx `listen ... http2` does in
 /// cleartext.
 async fn h2_only_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http2::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(TokioIo::new(stream), service_fn(route))
-                .await;
-            });
-        }
-    });
-    addr
+    serve_async(None, Version::Http2, |req| {
+        Box::pin(async move { route(req).await.unwrap_or_else(|e| match e {}) })
+    })
+    .await
 }
 
 /// A self-signed certificate as `openssl req -x509` makes it: CA:TRUE, with the names in
 /// subjectAltName. Returns its PEM and a server config presenting it.
 fn openssl_style(
     names: &[&str],
-    not_before: (i32, u8, u8),
-    not_after: (i32, u8, u8),
+    not_before: Day,
+    not_after: Day,
 ) -> (String, Arc<rustls::ServerConfig>) {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-        .unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(rcgen::DnType::CommonName, names[0]);
-    p.not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
-    p.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
-    let cert = p.self_signed(&key).unwrap();
-    (cert.pem(), server_config(vec![cert.der().clone()], &key))
+    let cert = Leaf::new(names)
+        .common_name(names[0])
+        .ca_true()
+        .valid(not_before, not_after)
+        .self_signed();
+    (cert.pem(), cert.server_config())
 }
 
 fn write_pem(dir: &tempfile::TempDir, name: &str, pem: &str) -> String {

@@ -2,7 +2,8 @@ use super::*;
 use crate::probe::ProbeMetrics;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::net::UdpSocket;
+use testkit::ntp::Reply;
+use testkit::udp::{Responder, now};
 
 /// What the fake server answers.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -26,78 +27,52 @@ enum Behaviour {
     Silent,
 }
 
-/// Seconds from 1900 (NTP era 0) to 1970.
-const NTP_UNIX_DELTA: i128 = 2_208_988_800;
-
-/// `t + offset` as a 64-bit NTP timestamp (RFC 5905 §6), computed in integers so the test's
-/// own arithmetic adds no error.
-fn ntp_timestamp(t: SystemTime, offset: f64) -> [u8; 8] {
-    let nanos = t.duration_since(UNIX_EPOCH).unwrap().as_nanos() as i128
-        + (offset * 1e9).round() as i128
-        + NTP_UNIX_DELTA * 1_000_000_000;
-    let secs = (nanos / 1_000_000_000) as u32;
-    let frac = (((nanos % 1_000_000_000) << 32) / 1_000_000_000) as u32;
-    let mut b = [0u8; 8];
-    b[..4].copy_from_slice(&secs.to_be_bytes());
-    b[4..].copy_from_slice(&frac.to_be_bytes());
-    b
-}
-
-/// A hand-built 48-byte server reply to `request`.
+/// What the fake server sends for `request` in behaviour `b`.
 fn reply(request: &[u8], received: SystemTime, b: Behaviour) -> Option<Vec<u8>> {
-    let (leap, mode, stratum, refid, offset): (u8, u8, u8, [u8; 4], f64) = match b {
-        Behaviour::Answer { offset, stratum } => (0, 4, stratum, *b"LOCL", offset),
-        Behaviour::Kiss(code) => (3, 4, 0, *code, 0.0),
+    let header = match b {
+        Behaviour::Answer { offset, stratum } => Reply::server(stratum, offset),
+        Behaviour::Kiss(code) => Reply::kiss(*code),
         Behaviour::Header {
             leap,
             mode,
             stratum,
             refid,
-        } => (leap, mode, stratum, refid, 0.0),
+        } => Reply {
+            leap,
+            mode,
+            stratum,
+            refid,
+            offset: 0.0,
+        },
         Behaviour::Reflect => return Some(request.to_vec()),
         Behaviour::Short => return Some(vec![0x24; 20]),
         Behaviour::Silent => return None,
     };
-    if request.len() < 48 {
-        return None;
-    }
-    let mut p = vec![0u8; 48];
-    p[0] = (leap << 6) | (4 << 3) | mode; // version 4
-    p[1] = stratum;
-    p[2] = 6; // poll
-    p[3] = 0xec; // precision 2^-20
-    p[12..16].copy_from_slice(&refid);
-    p[16..24].copy_from_slice(&ntp_timestamp(received - Duration::from_secs(60), offset));
-    p[24..32].copy_from_slice(&request[40..48]); // originate = the client's transmit
-    p[32..40].copy_from_slice(&ntp_timestamp(received, offset));
-    p[40..48].copy_from_slice(&ntp_timestamp(SystemTime::now(), offset));
-    Some(p)
+    header.to(request, received)
 }
 
-/// An NTP responder on 127.0.0.1 whose behaviour the test can change. Returns the port.
-async fn server(b: Arc<Mutex<Behaviour>>) -> u16 {
-    server_on("127.0.0.1", b).await.unwrap()
+/// An NTP responder on 127.0.0.1 whose behaviour the test can change, until dropped.
+fn server(b: Arc<Mutex<Behaviour>>) -> Responder {
+    server_on("127.0.0.1", b).unwrap()
 }
 
 /// The same on `ip`; `None` when `ip` cannot be bound (no IPv6 loopback on this machine).
-async fn server_on(ip: &str, b: Arc<Mutex<Behaviour>>) -> Option<u16> {
-    let socket = UdpSocket::bind((ip, 0)).await.ok()?;
-    let port = socket.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let mut buf = [0u8; 512];
-        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
-            let received = SystemTime::now();
+fn server_on(ip: &str, b: Arc<Mutex<Behaviour>>) -> Option<Responder> {
+    let socket = std::net::UdpSocket::bind((ip, 0)).ok()?;
+    Some(Responder::on(
+        socket,
+        None,
+        Arc::new(move |_, request: &[u8], _| {
             let behaviour = *b.lock().unwrap();
-            if let Some(r) = reply(&buf[..n], received, behaviour) {
-                let _ = socket.send_to(&r, from).await;
-            }
-        }
-    });
-    Some(port)
+            reply(request, SystemTime::now(), behaviour)
+                .map(now)
+                .unwrap_or_default()
+        }),
+    ))
 }
 
-async fn fixed(b: Behaviour) -> u16 {
-    server(Arc::new(Mutex::new(b))).await
+fn fixed(b: Behaviour) -> Responder {
+    server(Arc::new(Mutex::new(b)))
 }
 
 fn probe(options: Options) -> NtpProbe {
@@ -146,7 +121,8 @@ fn assert_offset(p: &NtpProbe, latency: Duration, want: f64) {
 #[tokio::test]
 async fn known_offset_and_stratum_are_measured() {
     for (offset, stratum) in [(0.5, 2u8), (-0.25, 1), (0.0, 15)] {
-        let port = fixed(Behaviour::Answer { offset, stratum }).await;
+        let peer = fixed(Behaviour::Answer { offset, stratum });
+        let port = peer.port();
         let p = probe(options(port));
         assert!(
             p.handles.offset.get().is_nan(),
@@ -163,7 +139,8 @@ async fn known_offset_and_stratum_are_measured() {
 #[tokio::test]
 async fn max_offset_bounds_the_offset_either_way() {
     for offset in [0.5, -0.5] {
-        let port = fixed(Behaviour::Answer { offset, stratum: 2 }).await;
+        let peer = fixed(Behaviour::Answer { offset, stratum: 2 });
+        let port = peer.port();
         let mut o = options(port);
         o.max_offset = Some(crate::base::values::Duration::parse("100ms").unwrap());
         let p = probe(o.clone());
@@ -184,7 +161,8 @@ async fn max_offset_bounds_the_offset_either_way() {
 
 #[tokio::test]
 async fn kiss_of_death_is_status_with_stratum_zero() {
-    let port = fixed(Behaviour::Kiss(b"RATE")).await;
+    let peer = fixed(Behaviour::Kiss(b"RATE"));
+    let port = peer.port();
     let p = probe(options(port));
     let e = run(&p).await.unwrap_err();
     assert_eq!(e.reason, Reason::Status, "{e}");
@@ -195,11 +173,11 @@ async fn kiss_of_death_is_status_with_stratum_zero() {
 
 #[tokio::test]
 async fn stratum_16_is_status() {
-    let port = fixed(Behaviour::Answer {
+    let peer = fixed(Behaviour::Answer {
         offset: 0.0,
         stratum: 16,
-    })
-    .await;
+    });
+    let port = peer.port();
     let p = probe(options(port));
     let e = run(&p).await.unwrap_err();
     assert_eq!(e.reason, Reason::Status, "{e}");
@@ -214,13 +192,13 @@ async fn stratum_16_is_status() {
 
 /// Runs one probe against a server answering with these header fields.
 async fn header(leap: u8, mode: u8, stratum: u8, refid: [u8; 4]) -> (Failure, NtpProbe) {
-    let port = fixed(Behaviour::Header {
+    let peer = fixed(Behaviour::Header {
         leap,
         mode,
         stratum,
         refid,
-    })
-    .await;
+    });
+    let port = peer.port();
     let p = probe(options(port));
     let e = run(&p).await.unwrap_err();
     (e, p)
@@ -274,13 +252,13 @@ async fn unsynchronised_servers_are_status_with_what_was_seen() {
 #[tokio::test]
 async fn leap_second_warnings_are_up() {
     for leap in [1, 2] {
-        let port = fixed(Behaviour::Header {
+        let peer = fixed(Behaviour::Header {
             leap,
             mode: 4,
             stratum: 3,
             refid: [10, 0, 0, 1],
-        })
-        .await;
+        });
+        let port = peer.port();
         let p = probe(options(port));
         run(&p).await.unwrap_or_else(|e| panic!("leap {leap}: {e}"));
         assert_eq!(p.handles.stratum.get(), 3.0);
@@ -316,7 +294,8 @@ async fn kiss_codes_are_named() {
         ),
         (b"DRO\0", "kiss-of-death DRO: a kiss code RFC 5905 does not define", 0.0),
     ] {
-        let port = fixed(Behaviour::Kiss(code)).await;
+        let peer = fixed(Behaviour::Kiss(code));
+        let port = peer.port();
         let p = probe(options(port));
         let e = run(&p).await.unwrap_err();
         assert_eq!(e.reason, Reason::Status, "{e}");
@@ -328,7 +307,8 @@ async fn kiss_codes_are_named() {
 
 #[tokio::test]
 async fn a_reflected_request_is_a_protocol_failure() {
-    let port = fixed(Behaviour::Reflect).await;
+    let peer = fixed(Behaviour::Reflect);
+    let port = peer.port();
     let p = probe(options(port));
     let e = run(&p).await.unwrap_err();
     assert_eq!(e.reason, Reason::Protocol, "{e}");
@@ -357,7 +337,8 @@ async fn other_modes_and_reserved_strata_are_refused() {
 
 #[tokio::test]
 async fn the_probe_bounds_its_own_wait() {
-    let port = fixed(Behaviour::Silent).await;
+    let peer = fixed(Behaviour::Silent);
+    let port = peer.port();
     let labels: Labels = vec![("service".into(), "ntp".into())];
     let metrics = ProbeMetrics::register(&mut Registry::default());
     let p = NtpProbe::new(
@@ -392,7 +373,7 @@ fn wire_reply(nonce: u64, t1: Timestamp) -> [u8; 48] {
 #[test]
 fn offset_and_delay_hold_across_the_ntp_era_boundary() {
     // 2036-02-07 06:28:16 UTC, when the 32-bit seconds field wraps to era 1.
-    let era_end = UNIX_EPOCH + Duration::from_secs((1u64 << 32) - 2_208_988_800);
+    let era_end = UNIX_EPOCH + Duration::from_secs((1u64 << 32) - testkit::ntp::NTP_UNIX_DELTA);
     for t in [
         UNIX_EPOCH + Duration::from_secs(1_800_000_000),
         era_end - Duration::from_millis(600),
@@ -449,7 +430,8 @@ fn arbitrary_datagrams_never_panic_and_only_answers_to_us_pass() {
 
 #[tokio::test]
 async fn short_packet_is_a_protocol_failure() {
-    let port = fixed(Behaviour::Short).await;
+    let peer = fixed(Behaviour::Short);
+    let port = peer.port();
     let p = probe(options(port));
     let e = run(&p).await.unwrap_err();
     assert_eq!(e.reason, Reason::Protocol, "{e}");
@@ -464,10 +446,11 @@ async fn ipv6_server_and_the_ip_option() {
         offset: 0.5,
         stratum: 2,
     };
-    let Some(port) = server_on("::1", Arc::new(Mutex::new(b))).await else {
+    let Some(peer) = server_on("::1", Arc::new(Mutex::new(b))) else {
         eprintln!("skipped: no IPv6 loopback here");
         return;
     };
+    let port = peer.port();
     let target = Target { host: "::1".into() };
     // The client socket must be bound in the server's family for this to work.
     let p = probe(options(port));
@@ -500,7 +483,8 @@ async fn a_silent_server_clears_the_last_reading_at_the_timeout() {
         offset: 0.5,
         stratum: 3,
     }));
-    let port = server(b.clone()).await;
+    let peer = server(b.clone());
+    let port = peer.port();
     let p = probe(options(port));
     run(&p).await.unwrap();
     assert_eq!(p.handles.stratum.get(), 3.0);

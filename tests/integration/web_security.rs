@@ -1,11 +1,9 @@
 //! `--web.config.file`: TLS and basic auth on every endpoint, checked with a real TLS client;
 //! `--web.disable-reload`.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Netmon, closed_port};
+use crate::support::{Netmon, Start, closed_port};
 
 struct Pki {
     _dir: tempfile::TempDir,
@@ -17,21 +15,10 @@ struct Pki {
 /// user `alice` with password `wonderland`.
 fn pki() -> Pki {
     let dir = tempfile::tempdir().unwrap();
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "netmon test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params =
-        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .unwrap();
-    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    std::fs::write(dir.path().join("server.crt"), cert.pem()).unwrap();
-    std::fs::write(dir.path().join("server.key"), key.serialize_pem()).unwrap();
+    let ca = testkit::pki::Ca::new("netmon test CA");
+    testkit::pki::Leaf::new(&["127.0.0.1", "localhost"])
+        .signed_by(&ca)
+        .write(dir.path(), "server");
     let hash = bcrypt::hash("wonderland", 4).unwrap();
     let web = dir.path().join("web.yml");
     std::fs::write(
@@ -133,10 +120,7 @@ async fn a_client_that_does_not_trust_the_ca_is_refused() {
 }
 
 fn pki_other_ca() -> String {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    p.self_signed(&key).unwrap().pem()
+    testkit::pki::Ca::new("another CA").pem()
 }
 
 #[test]
@@ -154,7 +138,7 @@ fn a_bad_web_config_stops_start_up_with_a_clear_error() {
     std::fs::write(&web, "basic_auth_users:\n  bob: hunter2\n").unwrap();
     let cfg = dir.path().join("netmon.yml");
     std::fs::write(&cfg, config()).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_netmon"))
+    let out = std::process::Command::new(crate::support::BIN)
         .args(["--web.listen-address", "127.0.0.1:0", "--config.file"])
         .arg(&cfg)
         .arg("--web.config.file")

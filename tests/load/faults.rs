@@ -13,23 +13,14 @@
 //! namespace needs root and `ip`; without them that test skips with a message, unless
 //! `NETMON_REQUIRE_PRIVILEGE_TESTS=1` (CI), where it fails.
 
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Netmon, metric, series};
-
-/// The scenarios measure timing: one at a time.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use crate::support::{Netmon, Start, metric, series};
 
 /// Raises this process's open-file limit to `n` (the tests open more sockets than the usual
 /// 1,024), within the hard limit.
@@ -193,62 +184,29 @@ impl Drop for Netns {
 }
 
 /// A name server on 127.0.0.1:53 (of the current namespace) that answers every A query with
-/// 127.0.0.1 and every other query with no record, `delay` after it arrived, until `stop`.
-fn late_name_server(delay: Duration, stop: &Arc<AtomicBool>) -> Arc<Mutex<usize>> {
-    use hickory_proto::op::Message;
-    use hickory_proto::rr::rdata::A;
-    use hickory_proto::rr::{RData, Record, RecordType};
-    let socket = UdpSocket::bind("127.0.0.1:53").unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let sender = socket.try_clone().unwrap();
-    let queries = Arc::new(Mutex::new(0usize));
-    let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>, std::net::SocketAddr)>();
-    let (stop_rx, stop_tx) = (stop.clone(), stop.clone());
-    let seen = queries.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 512];
-        while !stop_rx.load(Ordering::SeqCst) {
-            let Ok((n, peer)) = socket.recv_from(&mut buf) else {
-                continue;
-            };
-            let Ok(query) = Message::from_vec(&buf[..n]) else {
-                continue;
-            };
-            *seen.lock().unwrap() += 1;
-            let mut reply = Message::response(query.metadata.id, query.metadata.op_code);
-            reply.metadata.recursion_desired = query.metadata.recursion_desired;
-            reply.metadata.recursion_available = true;
-            for q in &query.queries {
-                reply.add_query(q.clone());
-                if q.query_type() == RecordType::A {
-                    reply.add_answer(Record::from_rdata(
-                        q.name().clone(),
-                        300,
-                        RData::A(A::from(std::net::Ipv4Addr::LOCALHOST)),
-                    ));
-                }
-            }
-            let _ = tx.send((Instant::now() + delay, reply.to_vec().unwrap(), peer));
-        }
-    });
-    // Every answer is late by the same delay, so they leave in the order they came.
-    std::thread::spawn(move || {
-        while let Ok((due, bytes, peer)) = rx.recv_timeout(Duration::from_millis(200)) {
-            std::thread::sleep(due.saturating_duration_since(Instant::now()));
-            if stop_tx.load(Ordering::SeqCst) {
-                return;
-            }
-            let _ = sender.send_to(&bytes, peer);
-        }
-    });
-    queries
+/// 127.0.0.1 and every other query with no record, `delay` after it arrived.
+fn late_name_server(delay: Duration) -> testkit::dns::Server {
+    use testkit::dns::{NOERROR, Query, Server};
+    Server::on(
+        std::net::IpAddr::from([127, 0, 0, 1]),
+        53,
+        move |bytes, _| {
+            Query::parse(bytes)
+                .map(|q| {
+                    vec![(
+                        delay,
+                        q.answer(NOERROR, &[std::net::Ipv4Addr::LOCALHOST], 300),
+                    )]
+                })
+                .unwrap_or_default()
+        },
+    )
+    .expect("bind 127.0.0.1:53 in the test's namespace")
 }
 
 #[test]
 fn a_slow_name_server_costs_only_the_names_it_serves() {
-    let _one = serial();
+    let _one = crate::one_at_a_time();
     if !can_make_namespace("a_slow_name_server_costs_only_the_names_it_serves") {
         return;
     }
@@ -259,7 +217,7 @@ fn a_slow_name_server_costs_only_the_names_it_serves() {
     let name = ns.name.clone();
     let report = ns.run(move || {
         let stop = Arc::new(AtomicBool::new(false));
-        let queries = late_name_server(Duration::from_secs(3), &stop);
+        let name_server = late_name_server(Duration::from_secs(3));
         let port = accepting(&stop);
         // Every second (timeout 900 ms, so lookups get 360 ms): 200 lookups a second, each
         // answered 3 s late, more than tokio's 512 blocking threads could wait on together.
@@ -276,7 +234,7 @@ fn a_slow_name_server_costs_only_the_names_it_serves() {
             ));
         }
         let mut command = Command::new("ip");
-        command.args(["netns", "exec", &name, env!("CARGO_BIN_EXE_netmon")]);
+        command.args(["netns", "exec", &name, crate::support::BIN]);
         let mut n = Netmon::start_command(command, tempfile::tempdir().unwrap(), &config);
 
         let run_for = Duration::from_secs(20);
@@ -302,7 +260,7 @@ fn a_slow_name_server_costs_only_the_names_it_serves() {
             .unwrap_or_default();
         n.assert_alive_without_panic();
         stop.store(true, Ordering::SeqCst);
-        let queries = *queries.lock().unwrap();
+        let queries = name_server.udp_queries();
         (text, line, slowest_scrape, scrapes, most_threads, queries)
     });
     let (text, line, slowest_scrape, scrapes, most_threads, queries) = report;
@@ -384,7 +342,7 @@ fn closed_by_peer(s: &mut TcpStream) -> bool {
 
 #[test]
 fn half_open_and_idle_clients_cannot_take_the_web_side_down() {
-    let _one = serial();
+    let _one = crate::one_at_a_time();
     raise_fd_limit(8192);
     let stop = Arc::new(AtomicBool::new(false));
     let port = accepting(&stop);
@@ -400,7 +358,7 @@ fn half_open_and_idle_clients_cannot_take_the_web_side_down() {
     command.args([
         "--nofile=1024:1024",
         "--",
-        env!("CARGO_BIN_EXE_netmon"),
+        crate::support::BIN,
         "--web.read-header-timeout",
         "3s",
         "--web.idle-timeout",
@@ -523,9 +481,9 @@ fn late_starts(text: &str) -> (f64, f64) {
 
 #[test]
 fn simultaneous_scrapes_share_one_encoding_and_leave_probes_on_time() {
-    let _one = serial();
+    let _one = crate::one_at_a_time();
     raise_fd_limit(8192);
-    let port = common::closed_port();
+    let port = crate::support::closed_port();
     let mut config =
         String::from("targets:\n  127.0.0.1:\n    interval: 2s\n    timeout: 1s\n    services:\n");
     for i in 0..1000 {

@@ -1,15 +1,13 @@
 //! End to end: `netmon check` against TCP services on loopback, one test per exit code, with
 //! its output parsed as Nagios plugin output and performance data.
 
-mod common;
-
 use std::process::Command;
 
-use common::{closed_port, tcp_listener};
+use crate::support::{closed_port, tcp_listener};
 
 /// Runs `netmon check ARGS`; returns (exit code, stdout).
 fn check(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_netmon"))
+    let out = Command::new(crate::support::BIN)
         .arg("check")
         .args(args)
         .output()
@@ -230,7 +228,7 @@ fn config_file_checks_every_service_and_exits_with_the_worst() {
 
 #[test]
 fn man_page_is_roff_with_every_command() {
-    let out = Command::new(env!("CARGO_BIN_EXE_netmon"))
+    let out = Command::new(crate::support::BIN)
         .arg("man")
         .output()
         .unwrap();

@@ -1,11 +1,9 @@
 //! End to end: the real binary monitoring TCP services on loopback, its metrics, its log,
 //! reloads by SIGHUP and POST /-/reload, and a clean stop.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Netmon, closed_port, metric, series, tcp_listener};
+use crate::support::{Netmon, Start, closed_port, metric, series, tcp_listener};
 
 fn config(ports: &[u16]) -> String {
     let services: Vec<String> = ports.iter().map(|p| format!("\"TCP:{p}\"")).collect();
@@ -197,7 +195,7 @@ fn invalid_config_at_start_exits_1_with_every_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yml");
     std::fs::write(&path, "targets:\n  a:\n    services: [HTPP, \"TCP\"]\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_netmon"))
+    let out = std::process::Command::new(crate::support::BIN)
         .arg("--config.file")
         .arg(&path)
         .output()

@@ -1,13 +1,11 @@
 //! Reloads are all or nothing, and `config check` accepts exactly what `serve` starts: the real
 //! binary, its answers, its log and its metrics.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Netmon, metric, series, tcp_listener};
+use crate::support::{Netmon, Start, metric, series, tcp_listener};
 
 /// Accepts connections in a thread so the backlog never fills.
 fn serve_forever(l: std::net::TcpListener) {
@@ -122,7 +120,7 @@ fn free_udp_port() -> u16 {
 
 /// Whether `netmon ARGS...` exits 0; its output is not needed.
 fn netmon_succeeds(args: &[&std::ffi::OsStr]) -> bool {
-    Command::new(env!("CARGO_BIN_EXE_netmon"))
+    Command::new(crate::support::BIN)
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -168,7 +166,7 @@ fn a_refused_reload_keeps_the_hosted_echo_server() {
 
 /// Whether `serve` starts with `file`: it logs "netmon started", or exits.
 fn serve_starts(file: &Path) -> bool {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_netmon"))
+    let mut child = Command::new(crate::support::BIN)
         .arg("--config.file")
         .arg(file)
         .args(["--web.listen-address", "127.0.0.1:0"])
@@ -176,7 +174,7 @@ fn serve_starts(file: &Path) -> bool {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let log = common::capture(&mut child);
+    let log = crate::support::capture(&mut child);
     let deadline = Instant::now() + Duration::from_secs(10);
     let started = loop {
         if log
@@ -300,7 +298,7 @@ fn no_config_crashes_a_reload_or_a_start() {
     let path = dir.path().join("deep.yml");
     std::fs::write(&path, deep(50_000)).unwrap();
     for args in [vec!["config", "check"], vec!["--config.file"]] {
-        let out = Command::new(env!("CARGO_BIN_EXE_netmon"))
+        let out = Command::new(crate::support::BIN)
             .args(&args)
             .arg(&path)
             .args(

@@ -12,14 +12,12 @@
 //! namespaces) and `setcap`, `setpriv`, `unshare`, `ip`; without them they skip with a message,
 //! unless `NETMON_REQUIRE_PRIVILEGE_TESTS=1` (CI), where they fail.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Netmon;
+use crate::support::Netmon;
 
 /// `nobody` and `nogroup` on Debian; numeric, so no name lookup is needed.
 const NOBODY: &str = "65534";
@@ -72,7 +70,7 @@ fn copy_binary() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let bin = dir.path().join("netmon");
-    std::fs::copy(env!("CARGO_BIN_EXE_netmon"), &bin).unwrap();
+    std::fs::copy(crate::support::BIN, &bin).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     (dir, bin)
 }
@@ -257,7 +255,7 @@ fn the_systemd_units_ambient_capability_alone_is_enough() {
         return;
     }
     let (dir, bin) = copy_binary();
-    let unit = include_str!("../examples/netmon.service");
+    let unit = include_str!("../../examples/netmon.service");
     for line in [
         "DynamicUser=yes",
         "AmbientCapabilities=CAP_NET_RAW",

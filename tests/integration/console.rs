@@ -3,8 +3,6 @@
 //! changing /metrics, log lines arriving above a half-typed line, `save` then `config check`.
 //! Also the plain-stdin fallback without a terminal.
 
-mod common;
-
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -12,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{http, metric, series, tcp_listener};
+use crate::support::{http, metric, series, tcp_listener};
 use nix::pty::{Winsize, openpty};
 
 const ROWS: u16 = 50;
@@ -42,7 +40,7 @@ impl Console {
         };
         let pty = openpty(Some(&size), None).expect("openpty");
         let slave: OwnedFd = pty.slave;
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_netmon"));
+        let mut cmd = Command::new(crate::support::BIN);
         cmd.arg("console")
             .arg("--config.file")
             .arg(&path)
@@ -347,7 +345,7 @@ fn save_writes_a_file_that_config_check_accepts() {
         )),
         "{screen}"
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_netmon"))
+    let out = Command::new(crate::support::BIN)
         .args(["config", "check"])
         .arg(&file)
         .output()
@@ -413,7 +411,7 @@ fn without_a_terminal_commands_are_read_from_stdin() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("netmon.yml");
     std::fs::write(&path, config(port)).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_netmon"))
+    let mut child = Command::new(crate::support::BIN)
         .arg("console")
         .arg("--config.file")
         .arg(&path)

@@ -13,19 +13,21 @@
 //! Without `promtool`/`prometheus` in PATH these tests print what they skipped and pass, unless
 //! NETMON_REQUIRE_PROMETHEUS=1 (as in CI), which makes the absence a failure.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
-use std::net::{TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
-use common::{Netmon, closed_port, http};
+use crate::support::{Netmon, Start, closed_port, http};
 use serde_json::Value;
+use testkit::dns::{NOERROR, Query};
+use testkit::http::{Version, response, serve};
+use testkit::ntp::Reply;
+use testkit::pki::Leaf;
+use testkit::udp::{Group, Responder, now};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -92,7 +94,7 @@ fn promtool_accepts_the_config_and_rules_and_the_rule_unit_tests_pass() {
     for args in [
         &["check", "config", "prometheus.yml"][..],
         &["check", "rules", "alerts.yml"],
-        &["test", "rules", "tests/prometheus/alerts_test.yml"],
+        &["test", "rules", "tests/testdata/alerts_test.yml"],
     ] {
         let (ok, out) = run(&promtool, args, None);
         assert!(ok, "promtool {}:\n{out}", args.join(" "));
@@ -352,24 +354,18 @@ struct Lab {
     monitored: BTreeSet<String>,
     /// The closed TCP port: a service that is down.
     closed: u16,
-    stop: Arc<AtomicBool>,
+    _peers: Peers,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
 }
 
 impl Lab {
     fn start() -> Lab {
         let dir = tempfile::tempdir().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let dns = udp_responder(stop.clone(), dns_answer);
-        let ntp = udp_responder(stop.clone(), ntp_answer);
-        let udp_echo = udp_responder(stop.clone(), |q| Some(q.to_vec()));
-        let (https, ca) = https_server(stop.clone(), dir.path());
+        let peers = Peers::new();
+        let dns = peers.udp(dns_answer);
+        let ntp = peers.udp(ntp_answer);
+        let udp_echo = peers.udp(|q| Some(q.to_vec()));
+        let (https, ca) = peers.https(dir.path());
         let closed = closed_port();
         let echo_port = free_udp_port();
 
@@ -467,7 +463,7 @@ impl Lab {
             netmon,
             monitored,
             closed,
-            stop,
+            _peers: peers,
             _dir: dir,
         }
     }
@@ -512,7 +508,7 @@ fn config_check(dir: &tempfile::TempDir, top: &str, service: &str, what: &str) -
     )
     .unwrap();
     let (ok, out) = run(
-        Path::new(env!("CARGO_BIN_EXE_netmon")),
+        Path::new(crate::support::BIN),
         &["config", "check", path.to_str().unwrap()],
         None,
     );
@@ -527,142 +523,60 @@ fn config_check(dir: &tempfile::TempDir, top: &str, service: &str, what: &str) -
 }
 
 fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    testkit::net::closed_udp_port()
 }
 
-/// A UDP server on 127.0.0.1 answering each datagram with `answer` until `stop`.
-fn udp_responder(stop: Arc<AtomicBool>, answer: fn(&[u8]) -> Option<Vec<u8>>) -> u16 {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let port = socket.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        while !stop.load(Ordering::Relaxed) {
-            if let Ok((n, peer)) = socket.recv_from(&mut buf) {
-                if let Some(reply) = answer(&buf[..n]) {
-                    let _ = socket.send_to(&reply, peer);
-                }
-            }
+/// The lab's peers on 127.0.0.1: UDP responders and an HTTPS server, stopped when dropped.
+struct Peers {
+    udp: Group,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Peers {
+    fn new() -> Peers {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        Peers {
+            udp: Group::default(),
+            rt,
         }
-    });
-    port
+    }
+
+    /// A UDP server answering each datagram with `answer`; returns its port.
+    fn udp(&self, answer: fn(&[u8]) -> Option<Vec<u8>>) -> u16 {
+        self.udp.keep(Responder::start(move |_, q, _| {
+            answer(q).map(now).unwrap_or_default()
+        }))
+    }
+
+    /// An HTTPS server with a fresh self-signed certificate answering `ok`; returns its port
+    /// and the certificate's PEM file (the probe's `ca_file`).
+    fn https(&self, dir: &Path) -> (u16, PathBuf) {
+        let cert = Leaf::new(&["127.0.0.1", "localhost"]).self_signed();
+        let (ca, _) = cert.write(dir, "ca");
+        let config = cert.server_config();
+        let addr = self.rt.block_on(serve(Some(config), Version::Http1, |_| {
+            response(200, "ok\n")
+        }));
+        (addr.port(), ca)
+    }
 }
 
-/// A DNS answer (RFC 1035 §4.1) to a one-question query: NOERROR with one A record 127.0.0.1.
+/// A DNS answer to a one-question query: NOERROR with one A record 127.0.0.1.
 fn dns_answer(q: &[u8]) -> Option<Vec<u8>> {
-    if q.len() < 12 || u16::from_be_bytes([q[4], q[5]]) != 1 {
-        return None;
-    }
-    let mut i = 12;
-    loop {
-        let len = *q.get(i)? as usize;
-        i += 1;
-        if len == 0 {
-            break;
-        }
-        i += len;
-    }
-    let question_end = i + 4;
-    if question_end > q.len() {
-        return None;
-    }
-    let mut r = Vec::with_capacity(question_end + 16);
-    r.extend_from_slice(&q[0..2]);
-    r.push(0x80 | (q[2] & 0x79)); // QR, the query's opcode and RD
-    r.push(0x80); // RA, rcode NOERROR
-    r.extend_from_slice(&[0, 1, 0, 1, 0, 0, 0, 0]);
-    r.extend_from_slice(&q[12..question_end]);
-    r.extend_from_slice(&[0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1]);
-    Some(r)
+    Query::parse(q).map(|q| q.answer(NOERROR, &[Ipv4Addr::LOCALHOST], 60))
 }
 
-/// An NTP server reply (RFC 5905 §7.3): stratum 2, synchronised, our clock.
+/// An NTP server reply: stratum 2, synchronised, our clock.
 fn ntp_answer(q: &[u8]) -> Option<Vec<u8>> {
-    if q.len() < 48 {
-        return None;
-    }
-    let now = || {
-        let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-        let secs = (d.as_secs() + 2_208_988_800) as u32;
-        let frac = ((u64::from(d.subsec_nanos()) << 32) / 1_000_000_000) as u32;
-        let mut b = [0u8; 8];
-        b[..4].copy_from_slice(&secs.to_be_bytes());
-        b[4..].copy_from_slice(&frac.to_be_bytes());
-        b
+    let reply = Reply {
+        refid: [127, 0, 0, 1],
+        ..Reply::server(2, 0.0)
     };
-    let mut r = vec![0u8; 48];
-    r[0] = (q[0] & 0x38) | 0x04; // leap 0, the client's version, mode 4 (server)
-    r[1] = 2;
-    r[2] = q[2];
-    r[3] = 0xEC; // precision 2^-20
-    r[7] = 0x10; // root delay
-    r[11] = 0x10; // root dispersion
-    r[12..16].copy_from_slice(&[127, 0, 0, 1]);
-    r[16..24].copy_from_slice(&now());
-    r[24..32].copy_from_slice(&q[40..48]);
-    r[32..40].copy_from_slice(&now());
-    r[40..48].copy_from_slice(&now());
-    Some(r)
-}
-
-/// An HTTPS server on 127.0.0.1 with a fresh self-signed certificate; returns its port and
-/// the certificate's PEM file (the probe's `ca_file`).
-fn https_server(stop: Arc<AtomicBool>, dir: &Path) -> (u16, PathBuf) {
-    let ck =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
-    let ca = dir.join("ca.pem");
-    std::fs::write(&ca, ck.cert.pem()).unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
-    let config = Arc::new(
-        rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![ck.cert.der().clone()], key)
-        .unwrap(),
-    );
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            let Ok((stream, _)) = listener.accept() else {
-                std::thread::sleep(Duration::from_millis(20));
-                continue;
-            };
-            let config = config.clone();
-            std::thread::spawn(move || {
-                let _ = stream.set_nonblocking(false);
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                let Ok(conn) = rustls::ServerConnection::new(config) else {
-                    return;
-                };
-                let mut tls = rustls::StreamOwned::new(conn, stream);
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16384 {
-                    match tls.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = tls.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
-                );
-                tls.conn.send_close_notify();
-                let _ = tls.flush();
-            });
-        }
-    });
-    (port, ca)
+    reply.to(q, SystemTime::now())
 }
 
 // ------------------------------------------------------------------------------ prometheus
@@ -796,10 +710,10 @@ fn the_test_itself_substitutes_and_classifies_queries() {
 /// merged points at netmon, not at the lab.
 #[test]
 fn the_lab_responders_answer_real_clients() {
-    let stop = Arc::new(AtomicBool::new(false));
+    let peers = Peers::new();
 
     // NTP: rsntp, an SNTP client independent of netmon's, accepts the reply.
-    let ntp = udp_responder(stop.clone(), ntp_answer);
+    let ntp = peers.udp(ntp_answer);
     let result = rsntp::SntpClient::new()
         .synchronize(format!("127.0.0.1:{ntp}"))
         .expect("rsntp accepts the lab's NTP reply");
@@ -807,7 +721,7 @@ fn the_lab_responders_answer_real_clients() {
     assert!(result.clock_offset().as_secs_f64().abs() < 1.0);
 
     // DNS: hickory parses the answer to an A query as NOERROR with one record.
-    let dns = udp_responder(stop.clone(), dns_answer);
+    let dns = peers.udp(dns_answer);
     let mut query = hickory_proto::op::Message::query();
     query.add_query(hickory_proto::op::Query::query(
         "example.com.".parse().unwrap(),
@@ -832,7 +746,7 @@ fn the_lab_responders_answer_real_clients() {
 
     // HTTPS: a rustls client trusting only the lab's certificate gets a 200.
     let dir = tempfile::tempdir().unwrap();
-    let (port, ca) = https_server(stop.clone(), dir.path());
+    let (port, ca) = peers.https(dir.path());
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(&ca).unwrap();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
@@ -856,5 +770,4 @@ fn the_lab_responders_answer_real_clients() {
     let _ = tls.read_to_end(&mut response);
     let response = String::from_utf8_lossy(&response);
     assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
-    stop.store(true, Ordering::Relaxed);
 }

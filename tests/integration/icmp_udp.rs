@@ -4,12 +4,10 @@
 //! The ICMP half needs an ICMP socket (root, `CAP_NET_RAW`, or `net.ipv4.ping_group_range`);
 //! without one it prints why and is skipped, unless `NETMON_REQUIRE_ICMP=1`.
 
-mod common;
-
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use common::{Netmon, metric, series};
+use crate::support::{Netmon, Start, metric, series};
 
 /// Whether this process may open an ICMPv4 socket of either type (the binary runs with the
 /// same privileges).

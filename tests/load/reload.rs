@@ -12,15 +12,13 @@
 //! and the listener only removed services used receives nothing after the reload (so their
 //! tasks really stopped, which the series alone cannot show).
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Netmon;
+use crate::support::{Netmon, Start};
 
 /// Services on each stable host (half tcp, half udp).
 const PER_HOST: usize = 100;
@@ -161,7 +159,7 @@ impl Scraper {
         let handle = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 let start = Instant::now();
-                let (status, body) = common::http(&addr, "GET", "/metrics");
+                let (status, body) = crate::support::http(&addr, "GET", "/metrics");
                 assert_eq!(status, 200);
                 let scrape = parse(&body, start);
                 out.lock().unwrap().push(scrape);
@@ -316,6 +314,7 @@ fn check_reload(
 
 #[test]
 fn reload_under_load_keeps_unchanged_counters_removes_and_starts_services() {
+    let _one = crate::one_at_a_time();
     let stop = Arc::new(AtomicBool::new(false));
     let stable: Vec<Host> = (1..=STABLE_HOSTS)
         .map(|k| Host::start(Ipv4Addr::new(127, 77, 0, k as u8), &stop))
@@ -357,7 +356,7 @@ fn reload_under_load_keeps_unchanged_counters_removes_and_starts_services() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let up = common::series(&n.scrape(), "netmon_up", &[])
+    let up = crate::support::series(&n.scrape(), "netmon_up", &[])
         .iter()
         .filter(|(_, v)| *v == 1.0)
         .count();
@@ -413,7 +412,7 @@ fn reload_under_load_keeps_unchanged_counters_removes_and_starts_services() {
 
     // A burst of 50 SIGHUPs, alternating the file between A and B, ending on A.
     let (fds_before, threads_before) = floor(pid);
-    let open_before = common::metric(&n.scrape(), "process_open_fds", &[]).unwrap();
+    let open_before = crate::support::metric(&n.scrape(), "process_open_fds", &[]).unwrap();
     let reloads_before = n
         .log()
         .iter()
@@ -451,7 +450,7 @@ fn reload_under_load_keeps_unchanged_counters_removes_and_starts_services() {
     std::thread::sleep(Duration::from_millis(2500));
     let quiet = nh.hits();
     let (fds_after, threads_after) = floor(pid);
-    let open_after = common::metric(&n.scrape(), "process_open_fds", &[]).unwrap();
+    let open_after = crate::support::metric(&n.scrape(), "process_open_fds", &[]).unwrap();
     eprintln!(
         "SIGHUP burst: {} reloads ran for 51 signals; fds {fds_before} -> {fds_after} \
          (process_open_fds {open_before} -> {open_after}), threads {threads_before} -> \
@@ -480,7 +479,7 @@ fn reload_under_load_keeps_unchanged_counters_removes_and_starts_services() {
         "exactly config A's services have series"
     );
     assert_eq!(
-        common::metric(&n.scrape(), "netmon_config_last_reload_successful", &[]),
+        crate::support::metric(&n.scrape(), "netmon_config_last_reload_successful", &[]),
         Some(1.0)
     );
 

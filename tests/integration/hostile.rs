@@ -8,8 +8,6 @@
 //! peer fails for the reason it is hostile and not because the fake is broken.
 //! docs/hostile.md lists peer → reason → test.
 
-mod common;
-#[path = "hostile/peers.rs"]
 mod peers;
 
 use std::collections::BTreeMap;
@@ -17,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Netmon, metric, series};
+use crate::support::{Netmon, Start, metric, series};
 use peers::{Replies, now};
 
 /// Every probe runs every 500 ms with a 400 ms timeout: short enough for many rounds within
@@ -394,7 +392,8 @@ fn tls_peers_with_bad_certificates() {
 #[test]
 fn dns_peers_truncating_garbling_or_answering_another_id() {
     let rt = runtime();
-    let peer = |other: bool, f: fn(u64, &[u8]) -> Replies| rt.block_on(peers::udp_peer(other, f));
+    let group = peers::Group::default();
+    let peer = |other: bool, f: fn(u64, &[u8]) -> Replies| peers::udp_peer(&group, other, f);
     let truncated = peer(false, |_, q| now(peers::dns_response(q, true)));
     let garbage = peer(false, |_, _| now(b"\xde\xad\xbe\xef\x00".to_vec()));
     let wrong_id = peer(false, |_, q| {
@@ -473,8 +472,8 @@ fn dns_peers_truncating_garbling_or_answering_another_id() {
 
 #[test]
 fn ntp_peers_short_kiss_of_death_and_bad_strata() {
-    let rt = runtime();
-    let peer = |other: bool, f: fn(u64, &[u8]) -> Replies| rt.block_on(peers::udp_peer(other, f));
+    let group = peers::Group::default();
+    let peer = |other: bool, f: fn(u64, &[u8]) -> Replies| peers::udp_peer(&group, other, f);
     let short = peer(false, |_, q| {
         now(peers::ntp_reply(q, 0, 2, [127, 0, 0, 1])[..20].to_vec())
     });
@@ -559,8 +558,8 @@ fn ntp_peers_short_kiss_of_death_and_bad_strata() {
 
 #[test]
 fn udp_and_echo_peers_replying_from_another_port_or_mangling() {
-    let rt = runtime();
-    let peer = |other: bool, f: fn(u64, &[u8]) -> Replies| rt.block_on(peers::udp_peer(other, f));
+    let group = peers::Group::default();
+    let peer = |other: bool, f: fn(u64, &[u8]) -> Replies| peers::udp_peer(&group, other, f);
     let pong = |_: u64, _: &[u8]| now(b"pong".to_vec());
     let udp_other = peer(true, pong);
     let udp_good = peer(false, pong);
@@ -721,15 +720,15 @@ fn icmp_foreign_replies_are_ignored() {
                 let seq = (sent % 65_536) as u16;
                 let ident = 0xbeef ^ (sent as u16).rotate_left(7);
                 let payload = [0xa5u8; 56];
-                let mut bad_sum = peers::icmp_message(0, ident, seq, &payload);
+                let mut bad_sum = testkit::icmp::message(0, ident, seq, &payload);
                 bad_sum[2] ^= 0xff;
                 let mut unreachable: Vec<u8> = vec![3, 3, 0, 0, 0, 0, 0, 0];
                 unreachable.extend_from_slice(&[0x45, 0xff, 0xff]);
-                let sum = peers::checksum(&unreachable);
+                let sum = testkit::icmp::checksum(&unreachable);
                 unreachable[2..4].copy_from_slice(&sum.to_be_bytes());
                 for m in [
-                    peers::icmp_message(0, ident, seq, &payload),
-                    peers::icmp_message(0, ident, seq, &[]),
+                    testkit::icmp::message(0, ident, seq, &payload),
+                    testkit::icmp::message(0, ident, seq, &[]),
                     bad_sum,
                     unreachable,
                     vec![0, 0],

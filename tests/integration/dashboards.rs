@@ -470,7 +470,7 @@ fn per_service_queries_filter_on_host_protocol_and_site() {
 #[test]
 fn every_alert_names_host_protocol_and_service_and_is_unit_tested_both_ways() {
     let tests_text =
-        std::fs::read_to_string(root().join("tests/prometheus/alerts_test.yml")).unwrap();
+        std::fs::read_to_string(root().join("tests/testdata/alerts_test.yml")).unwrap();
     let tests: serde_yaml::Value = serde_yaml::from_str(&tests_text).unwrap();
     let mut firing = BTreeSet::new();
     let mut quiet = BTreeSet::new();

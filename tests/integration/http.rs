@@ -2,89 +2,42 @@
 //! 127.0.0.1 (a test CA signs the server's certificate; netmon trusts it through `ca_file`),
 //! with the HTTP metrics read back from a scrape of /metrics.
 
-mod common;
-
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::{Netmon, Start, metric, series};
 use bytes::Bytes;
-use common::{Netmon, metric, series};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::net::TcpListener;
+use testkit::http::{Version, response, serve};
+use testkit::pki::{Ca, Leaf};
 
-async fn route(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+/// "ok" at `/`, something else elsewhere.
+fn route(req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let body = if req.uri().path() == "/" {
         "ok"
     } else {
         "something else"
     };
-    Ok(Response::new(Full::new(Bytes::from_static(
-        body.as_bytes(),
-    ))))
+    response(200, body)
 }
 
 async fn server(tls: Option<Arc<rustls::ServerConfig>>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let conn = hyper::server::conn::http1::Builder::new();
-                match acceptor {
-                    Some(a) => {
-                        if let Ok(s) = a.accept(stream).await {
-                            let _ = conn
-                                .serve_connection(TokioIo::new(s), service_fn(route))
-                                .await;
-                        }
-                    }
-                    None => {
-                        let _ = conn
-                            .serve_connection(TokioIo::new(stream), service_fn(route))
-                            .await;
-                    }
-                }
-            });
-        }
-    });
-    addr
+    serve(tls, Version::Http1, route).await
 }
 
 /// A test CA (PEM) and a server config presenting a leaf for 127.0.0.1 that it signed, which
 /// expires on 2030-01-02 (before the CA), so that is the exported expiry.
 fn pki() -> (String, Arc<rustls::ServerConfig>, i64) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.not_after = rcgen::date_time_ymd(2035, 1, 1);
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-    leaf.not_after = rcgen::date_time_ymd(2030, 1, 2);
-    let expiry = leaf.not_after.unix_timestamp();
-    let leaf = leaf.signed_by(&key, &issuer).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf.der().clone(), ca_cert.der().clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-        .unwrap();
-    (ca_cert.pem(), Arc::new(config), expiry)
+    let ca = Ca::valid("netmon test CA", (2015, 1, 1), (2035, 1, 1));
+    let leaf = Leaf::new(&["127.0.0.1"]).valid((2020, 1, 1), (2030, 1, 2));
+    (
+        ca.pem(),
+        leaf.signed_by(&ca).server_config(),
+        leaf.not_after_unix(),
+    )
 }
 
 #[test]

@@ -2,15 +2,13 @@
 //! deliberately broken reflectors, the `echo` probe through /metrics with the server hosted by
 //! `serve`, and the original Python monitor's two-terminal demo. Loopback only, ephemeral ports.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Netmon, http, metric};
+use crate::support::{Netmon, Start, http, metric};
 use netmon::echo::wire;
 
 /// A running `netmon echo-server` with its captured log.
@@ -32,14 +30,14 @@ fn field(line: &str, name: &str) -> Option<String> {
 
 impl EchoServerProc {
     fn start(args: &[&str]) -> EchoServerProc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_netmon"))
+        let mut child = Command::new(crate::support::BIN)
             .arg("echo-server")
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("netmon binary runs");
-        let log = common::capture(&mut child);
+        let log = crate::support::capture(&mut child);
         let mut p = EchoServerProc {
             child,
             log,
@@ -117,7 +115,7 @@ impl Drop for EchoServerProc {
 
 /// Runs `netmon echo ARGS`; returns (exit code, stdout+stderr).
 fn echo_client(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_netmon"))
+    let out = Command::new(crate::support::BIN)
         .arg("echo")
         .args(args)
         .output()

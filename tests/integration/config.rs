@@ -258,7 +258,7 @@ fn the_builtin_default_is_valid() {
 
 #[test]
 fn config_check_exit_codes() {
-    let bin = env!("CARGO_BIN_EXE_netmon");
+    let bin = crate::support::BIN;
     let ok = Command::new(bin)
         .args(["config", "check", "tests/testdata/config/valid-full.yml"])
         .output()

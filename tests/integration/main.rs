@@ -1,0 +1,23 @@
+//! netmon's end-to-end tests in one binary: the real `netmon` binary against servers started
+//! by the tests on loopback (and, for the privilege tests, in network namespaces they create).
+//! One module per area; the peers and helpers come from the test kit (`testkit/`).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod check;
+mod config;
+mod console;
+mod dashboards;
+mod dns_ntp;
+mod echo;
+mod echo_abuse;
+mod fuzz_regressions;
+mod hostile;
+mod http;
+mod icmp_udp;
+mod privileges;
+mod prometheus;
+mod reload_atomic;
+mod serve;
+mod web_security;
