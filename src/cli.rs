@@ -237,7 +237,7 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 /// Options of `echo`.
 #[derive(Debug, Clone, Args)]
 pub struct EchoArgs {
-    /// The echo server: HOST, HOST:PORT or [IPv6]:PORT (default port 7007).
+    /// The echo server: HOST, HOST:PORT or \[IPv6\]:PORT (default port 7007).
     #[arg(value_name = "HOST[:PORT]")]
     pub target: String,
     /// Messages to send.

@@ -34,7 +34,7 @@ use x509_parser::extensions::GeneralName;
 use super::options::TlsOptions;
 use crate::probe::shape::BuildError;
 
-/// The chain a server presented, leaf first, filled by [`Capture`] during the handshake.
+/// The chain a server presented, leaf first, filled by `Capture` during the handshake.
 pub type Chain = Arc<Mutex<Vec<CertificateDer<'static>>>>;
 
 /// ALPN protocol name of HTTP/2 (RFC 9113 3.2).
