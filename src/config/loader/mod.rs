@@ -154,6 +154,76 @@ fn too_deep(text: &str) -> Option<(usize, usize)> {
     }
 }
 
+/// The innermost flow collection (`[` or `{`) still open where the parser failed, at `error`
+/// (line, 1-based column), and where it was opened; `None` unless that bracket is never closed
+/// anywhere in the rest of the text. Only run on the error path: it scans the text again with
+/// yaml-rust2's scanner (no recursion), which marks brackets exactly, and then counts brackets
+/// in the raw text after the opening one.
+fn unclosed_bracket(text: &str, error: (usize, usize)) -> Option<(char, (usize, usize))> {
+    use yaml_rust2::scanner::{Scanner, TokenType};
+    let mut open: Vec<(char, usize, (usize, usize))> = Vec::new();
+    for token in Scanner::new(text.chars()) {
+        let mark = token.0;
+        let at = (mark.line(), mark.col() + 1);
+        if at >= error {
+            break;
+        }
+        match token.1 {
+            TokenType::FlowSequenceStart => open.push(('[', mark.index(), at)),
+            TokenType::FlowMappingStart => open.push(('{', mark.index(), at)),
+            TokenType::FlowSequenceEnd | TokenType::FlowMappingEnd => {
+                open.pop();
+            }
+            _ => {}
+        }
+    }
+    let (bracket, index, at) = open.pop()?;
+    let rest = text.chars().skip(index);
+    (!closes(rest)).then_some((bracket, at))
+}
+
+/// Whether the bracket `rest` starts with is matched later, counting nested brackets and
+/// skipping quoted strings and comments.
+fn closes(rest: impl Iterator<Item = char>) -> bool {
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut previous = ' ';
+    let mut escaped = false;
+    for c in rest {
+        if comment {
+            comment = c != '\n';
+        } else if let Some(q) = quote {
+            if q == '"' && c == '\\' && !escaped {
+                escaped = true;
+                previous = c;
+                continue;
+            }
+            // `''` inside single quotes closes and reopens, which counts the same.
+            if c == q && !escaped {
+                quote = None;
+            }
+        } else {
+            let after_space = previous.is_whitespace() || "[{,:".contains(previous);
+            match c {
+                '#' if previous.is_whitespace() => comment = true,
+                '"' | '\'' if after_space => quote = Some(c),
+                '[' | '{' => depth += 1,
+                ']' | '}' => {
+                    depth = depth.saturating_sub(1);
+                    if depth == 0 {
+                        return true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        escaped = false;
+        previous = c;
+    }
+    false
+}
+
 /// Where `key` is written in `map`, if it is.
 fn key_at(map: &MarkedMappingNode, key: &str) -> Option<(usize, usize)> {
     map.keys()
@@ -205,7 +275,7 @@ impl Loader<'_> {
         let root = match marked_yaml::parse_yaml_with_options(0, text, options) {
             Ok(root) => root,
             Err(e) => {
-                self.yaml_error(e);
+                self.yaml_error(text, e);
                 return None;
             }
         };
@@ -236,13 +306,35 @@ impl Loader<'_> {
         })
     }
 
-    fn yaml_error(&mut self, e: marked_yaml::LoadError) {
+    fn yaml_error(&mut self, text: &str, e: marked_yaml::LoadError) {
         use marked_yaml::LoadError as E;
         let (at, msg) = match &e {
-            E::ScanError(m, s) => (
-                (m.line(), m.column()),
-                format!("invalid YAML: {}", s.info()),
-            ),
+            // A missing `]` or `}` is only noticed where the parser gives up, often a line or
+            // more later; the place to look is the bracket that was never closed.
+            E::ScanError(m, s) => match unclosed_bracket(text, (m.line(), m.column())) {
+                Some((open, bracket_at)) => {
+                    let (close, what) = if open == '[' {
+                        (']', "list")
+                    } else {
+                        ('}', "mapping")
+                    };
+                    (
+                        bracket_at,
+                        format!(
+                            "invalid YAML: unclosed `{open}` opened at {}:{}: close the {what} with `{close}` (the parser stopped at {}:{}: {})",
+                            bracket_at.0,
+                            bracket_at.1,
+                            m.line(),
+                            m.column(),
+                            s.info()
+                        ),
+                    )
+                }
+                None => (
+                    (m.line(), m.column()),
+                    format!("invalid YAML: {}", s.info()),
+                ),
+            },
             E::DuplicateKey(d) => (
                 line_col(d.key.span()),
                 format!(
