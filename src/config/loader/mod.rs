@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::{LoaderOptions, Node, Span};
 
-use crate::base::hint::did_you_mean;
+use crate::base::hint::{Dialect, did_you_mean};
 use crate::base::values::Duration;
 
 use crate::config::error::{ConfigError, ConfigErrors, LoadError, MAX_SHOWN};
@@ -84,8 +84,16 @@ pub fn load_file(path: &Path) -> Result<Config, LoadError> {
 
 /// Validates configuration `text`; `file` names it in errors. Returns every error found.
 pub fn load(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+    load_as(text, file, Dialect::File)
+}
+
+/// As [`load`], for text generated from what the user typed somewhere else (`netmon check`'s
+/// arguments, the console's `add`): the rules are the same, and hints are written in
+/// `dialect`'s syntax.
+pub fn load_as(text: &str, file: &str, dialect: Dialect) -> Result<Config, ConfigErrors> {
     let mut cx = Loader {
         file,
+        dialect,
         origin_file: file.into(),
         errors: Vec::new(),
         left_out: 0,
@@ -116,6 +124,8 @@ const RESERVED_LABELS: [&str; 6] = ["host", "protocol", "service", "reason", "ph
 
 struct Loader<'a> {
     file: &'a str,
+    /// Where the text came from, for the syntax of hints.
+    dialect: Dialect,
     /// `file`, shared by every service's origin.
     origin_file: std::sync::Arc<str>,
     errors: Vec<ConfigError>,
@@ -486,6 +496,10 @@ impl Loader<'_> {
         defaults: &Defaults,
     ) -> Option<Target> {
         let name = host.as_str().trim();
+        if let Some(hint) = url_instead_of_host(name, self.dialect) {
+            self.err(host.span(), hint);
+            return None;
+        }
         if name.is_empty() || name.contains(char::is_whitespace) || name.contains('/') {
             self.err(
                 host.span(),
@@ -585,6 +599,29 @@ impl Loader<'_> {
         }
         out
     }
+}
+
+/// The error for a URL written where a host name belongs, or `None` if `text` is no URL.
+fn url_instead_of_host(text: &str, dialect: Dialect) -> Option<String> {
+    let url = url::Url::parse(text)
+        .ok()
+        .filter(|_| text.contains("://"))?;
+    let host = match url.host()? {
+        url::Host::Ipv6(a) => a.to_string(),
+        other => other.to_string(),
+    };
+    let scheme = url.scheme();
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let fix = match (dialect, scheme) {
+        (Dialect::File, "http" | "https") => format!(
+            "write the host as the key and the URL in the service: `{host}: {{services: [{{type: {scheme}, url: \"{url}\"}}]}}`"
+        ),
+        (Dialect::File, _) => format!("write the host alone as the key: `{host}:`"),
+        (Dialect::Console, "http" | "https") => format!("write `add {host} {scheme}{port}`"),
+        (Dialect::Console, _) => format!("write `add {host} PROTOCOL{port}`"),
+        (Dialect::CommandLine, _) => format!("write `{host}` and give the port with `--port`"),
+    };
+    Some(format!("`{text}` is a URL, not a host name: {fix}"))
 }
 
 #[cfg(test)]

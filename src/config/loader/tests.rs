@@ -110,3 +110,24 @@ fn a_closed_bracket_is_not_blamed_for_another_error() {
     assert!(closes("[a, [b], 'it''s ]', \"\\\"]\"]".chars()));
     assert!(!closes("[a, [b]".chars()));
 }
+
+#[test]
+fn a_url_as_a_target_key_says_where_the_url_goes() {
+    let e = errors("targets:\n  http://127.0.0.1:9855/metrics: {services: [HTTP]}\n");
+    assert_eq!(
+        e,
+        [
+            "t.yml:2:3: `http://127.0.0.1:9855/metrics` is a URL, not a host name: write the host as the key and the URL in the service: `127.0.0.1: {services: [{type: http, url: \"http://127.0.0.1:9855/metrics\"}]}`"
+        ]
+    );
+    let e = load_as(
+        "targets:\n  tcp://[::1]:22: {services: [ICMP]}\n",
+        "<console>",
+        Dialect::Console,
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.0[0].message,
+        "`tcp://[::1]:22` is a URL, not a host name: write `add ::1 PROTOCOL:22`"
+    );
+}
