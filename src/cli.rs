@@ -55,6 +55,7 @@ pub enum Command {
 #[command(after_help = "\
 Examples:
   netmon check tcp 127.0.0.1 --port 22 -w 0.1 -c 0.5
+  netmon check http http://127.0.0.1:9855/-/healthy
   netmon check tcp 127.0.0.1 -p 25 -o 'expect_regex=^220 '
   netmon check icmp 192.0.2.1 -w 0.1,20% -c 0.2,60%
   netmon check --config.file netmon.yml --host www.example.com")]
@@ -63,7 +64,8 @@ pub struct CheckArgs {
     /// there by itself.
     #[arg(value_name = "PROTOCOL", help = protocol_help())]
     pub protocol: Option<String>,
-    /// The host to probe.
+    /// The host to probe; for http and https also a URL (scheme, host, port and path are
+    /// taken from it).
     #[arg(value_name = "HOST")]
     pub host: Option<String>,
     /// The host: with PROTOCOL, instead of HOST; with --config.file, only this target.
@@ -237,7 +239,7 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 /// Options of `echo`.
 #[derive(Debug, Clone, Args)]
 pub struct EchoArgs {
-    /// The echo server: HOST, HOST:PORT or [IPv6]:PORT (default port 7007).
+    /// The echo server: HOST, HOST:PORT or \[IPv6\]:PORT (default port 7007).
     #[arg(value_name = "HOST[:PORT]")]
     pub target: String,
     /// Messages to send.

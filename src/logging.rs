@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::time::UtcTime;
@@ -75,6 +77,15 @@ impl LogControl {
     }
 }
 
+/// The timestamp of every line: RFC 3339 in UTC with exactly six fractional digits
+/// (`2026-12-02T20:18:16.123400Z`), so timestamps line up in a column and sort as text;
+/// `UtcTime::rfc_3339()` drops trailing zeros and the width wanders.
+fn timer() -> UtcTime<&'static [BorrowedFormatItem<'static>]> {
+    UtcTime::new(format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    ))
+}
+
 /// Installs the global subscriber writing to `writer`. `RUST_LOG`, when set, refines the level
 /// per module (e.g. `RUST_LOG=netmon=debug,hyper=info`).
 pub fn init<W>(level: Level, format: Format, writer: W)
@@ -94,7 +105,7 @@ where
         .filter(|v| EnvFilter::try_new(v).is_ok())
         .unwrap_or_else(|| level.as_str().to_string());
     let filter = EnvFilter::new(&initial);
-    let timer = UtcTime::rfc_3339();
+    let timer = timer();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_timer(timer)
@@ -120,4 +131,26 @@ where
         }
     };
     LogControl { set, initial }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing_subscriber::fmt::time::FormatTime;
+
+    #[test]
+    fn timestamps_have_a_fixed_width() {
+        let mut line = String::new();
+        let mut w = tracing_subscriber::fmt::format::Writer::new(&mut line);
+        timer().format_time(&mut w).unwrap();
+        // 2026-12-02T20:18:16.123456Z
+        assert_eq!(line.len(), 27, "{line}");
+        let b = line.as_bytes();
+        assert_eq!(
+            (b[4], b[10], b[19], b[26]),
+            (b'-', b'T', b'.', b'Z'),
+            "{line}"
+        );
+        assert!(line[20..26].bytes().all(|c| c.is_ascii_digit()), "{line}");
+    }
 }

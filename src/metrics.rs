@@ -30,6 +30,13 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::base::outcome::Reason;
 use crate::probe::ProbeMetrics;
 
+/// The git commit this binary was built from (`build.rs`), `-dirty` when tracked files had
+/// changed, or `unknown` when it was not built from a checkout.
+pub const REVISION: &str = match option_env!("NETMON_GIT_REVISION") {
+    Some(r) => r,
+    None => "unknown",
+};
+
 /// The common families every probe writes through the runner.
 #[derive(Debug, Clone, Default)]
 pub struct Common {
@@ -157,12 +164,7 @@ impl Metrics {
             "netmon version and git revision",
             Info::new(vec![
                 ("version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
-                (
-                    "revision".to_string(),
-                    option_env!("NETMON_GIT_REVISION")
-                        .unwrap_or("unknown")
-                        .to_string(),
-                ),
+                ("revision".to_string(), REVISION.to_string()),
             ]),
         );
         ns.register(
@@ -598,6 +600,29 @@ mod tests {
         assert!(!text.contains("host=\"h\""), "{text}");
         assert!(text.contains("process_cpu_seconds_total"), "{text}");
         assert!(text.contains("netmon_build_info{version="), "{text}");
+    }
+
+    #[test]
+    fn build_info_carries_the_git_commit_of_the_checkout() {
+        let text = Metrics::new().encode(false).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("netmon_build_info{"))
+            .unwrap_or_else(|| panic!("no build_info in\n{text}"));
+        assert!(line.contains(&format!("revision=\"{REVISION}\"")), "{line}");
+        let git = std::process::Command::new("git")
+            .args(["-C", env!("CARGO_MANIFEST_DIR")])
+            .args(["rev-parse", "--short=12", "HEAD"])
+            .output();
+        match git {
+            Ok(out) if out.status.success() => {
+                let commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                let built = REVISION.strip_suffix("-dirty").unwrap_or(REVISION);
+                assert_eq!(built, commit, "build.rs recorded another commit");
+            }
+            // No git here (a tarball build): the revision says so.
+            _ => assert_eq!(REVISION, "unknown"),
+        }
     }
 
     #[test]

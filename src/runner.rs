@@ -579,7 +579,7 @@ fn record(outcome: &Outcome, elapsed: Duration, metrics: &ServiceMetrics, status
         Ok(ok) => {
             metrics.up.set(1.0);
             metrics.latency.set(ok.latency.as_secs_f64());
-            let ms = ok.latency.as_secs_f64() * 1e3;
+            let ms = log_millis(ok.latency);
             match previous {
                 None => info!(latency_ms = ms, "first result: UP"),
                 Some(false) => info!(latency_ms = ms, "UP"),
@@ -598,9 +598,24 @@ fn record(outcome: &Outcome, elapsed: Duration, metrics: &ServiceMetrics, status
     }
 }
 
+/// A latency in milliseconds for a log line, to the microsecond: `0.181`, not
+/// `0.18121500000000001`. Stays a number, so JSON logs keep it numeric.
+fn log_millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logged_latencies_are_rounded_to_the_microsecond() {
+        let shown = |nanos| format!("{}", log_millis(Duration::from_nanos(nanos)));
+        assert_eq!(shown(181_215), "0.181");
+        assert_eq!(shown(181_500), "0.182");
+        assert_eq!(shown(12_345_678_901), "12345.679");
+        assert_eq!(shown(0), "0");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn deadlines_do_not_drift_over_many_ticks() {

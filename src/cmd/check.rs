@@ -15,13 +15,15 @@ use std::fmt;
 use std::process::ExitCode;
 use std::time::Duration as StdDuration;
 
+use crate::base::hint::Dialect;
 use crate::base::outcome::{Outcome, Target, round_of};
 use crate::cli::CheckArgs;
 use crate::config;
 use crate::config::model::Service;
 use crate::config::single::{OneService, option_value};
 use crate::metrics::Metrics;
-use crate::probe;
+use crate::probe::shape::PortRule;
+use crate::probe::{self, Protocol};
 use crate::runner::labels_of;
 
 /// A Nagios plugin state; the discriminant is the exit code.
@@ -270,7 +272,17 @@ fn from_arguments(protocol: &str, args: &CheckArgs) -> Result<Vec<Service>, Chec
         host: host.clone(),
         service: protocol.to_string(),
         port: args.port,
+        dialect: Dialect::CommandLine,
         ..OneService::default()
+    };
+    let url_path = match from_url(protocol, host, args.port)? {
+        Some(u) => {
+            one.host = u.host;
+            one.service = u.service;
+            one.port = u.port;
+            u.path
+        }
+        None => None,
     };
     for o in &args.options {
         let Some((k, v)) = o.split_once('=') else {
@@ -287,7 +299,15 @@ fn from_arguments(protocol: &str, args: &CheckArgs) -> Result<Vec<Service>, Chec
                 "`{k}` is not a protocol option (use --port, --timeout; options are lowercase names such as expect_regex)"
             )));
         }
+        if k == "path" && url_path.is_some() {
+            return Err(CheckError(format!(
+                "the path is given twice: in the URL `{host}` and in `-o {o}`; keep one"
+            )));
+        }
         one.options.push((k.to_string(), option_value(v)));
+    }
+    if let Some(path) = url_path {
+        one.options.push(("path".into(), path.into()));
     }
     let service = one.load("<command line>").map_err(|errors| {
         CheckError(
@@ -300,6 +320,82 @@ fn from_arguments(protocol: &str, args: &CheckArgs) -> Result<Vec<Service>, Chec
         )
     })?;
     Ok(vec![service])
+}
+
+/// What a URL given as HOST stands for: `http://127.0.0.1:9855/metrics` is an `http` service
+/// on `127.0.0.1`, port 9855, path `/metrics`.
+#[derive(Debug, PartialEq)]
+struct UrlTarget {
+    host: String,
+    /// The URL's scheme, which wins over PROTOCOL (`check http https://...` is https).
+    service: String,
+    port: Option<u16>,
+    /// Path and query, when not just `/`.
+    path: Option<String>,
+}
+
+/// Reads HOST as a URL when it is one. Only http and https take a URL; for every other
+/// protocol the error spells out the command to type instead.
+fn from_url(
+    protocol: &str,
+    text: &str,
+    flag_port: Option<u16>,
+) -> Result<Option<UrlTarget>, CheckError> {
+    if !text.contains("://") {
+        return Ok(None);
+    }
+    let url = url::Url::parse(text)
+        .map_err(|e| CheckError(format!("`{text}` is not a valid URL: {e}")))?;
+    let host = match url.host() {
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        Some(h) => h.to_string(),
+        None => return Err(CheckError(format!("the URL `{text}` has no host"))),
+    };
+    let (name, protocol_port) = match protocol.rsplit_once(':') {
+        Some((n, p)) => (n, p.trim().parse::<u16>().ok()),
+        None => (protocol, None),
+    };
+    let name = name.trim().to_ascii_lowercase();
+    let port = match (url.port(), protocol_port, flag_port) {
+        (Some(u), Some(p), _) | (Some(u), None, Some(p)) if u != p => {
+            return Err(CheckError(format!(
+                "the port is given twice: {u} in the URL `{text}` and {p} on the command line; keep one"
+            )));
+        }
+        (u, p, f) => u.or(p).or(f),
+    };
+    if !matches!(name.as_str(), "http" | "https") {
+        let takes_port = Protocol::from_name(&name).is_none_or(|p| p.takes_port());
+        let port = match (port, Protocol::from_name(&name).map(|p| p.port_rule())) {
+            (Some(p), _) if takes_port => format!(" --port {p}"),
+            (None, Some(PortRule::Required)) => " --port PORT".into(),
+            _ => String::new(),
+        };
+        return Err(CheckError(format!(
+            "{name} takes a host, not a URL: write `netmon check {name} {host}{port}`"
+        )));
+    }
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(CheckError(format!(
+            "{name} takes an http:// or https:// URL, not `{text}`"
+        )));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(CheckError(format!(
+            "netmon does not send credentials from the URL `{text}`: remove them and send a header, e.g. `-o 'headers={{Authorization: Basic ...}}'`"
+        )));
+    }
+    let path = match (url.path(), url.query()) {
+        ("/", None) => None,
+        (p, None) => Some(p.to_string()),
+        (p, Some(q)) => Some(format!("{p}?{q}")),
+    };
+    Ok(Some(UrlTarget {
+        host,
+        service: url.scheme().to_string(),
+        port,
+        path,
+    }))
 }
 
 /// What one probe gave, judged against the thresholds.
@@ -562,6 +658,131 @@ mod tests {
             verdicts[0]
         );
         assert_eq!(verdicts[0].loss_percent, Some(100.0));
+    }
+
+    /// `plan` for `netmon check ARGS`, or the UNKNOWN reason.
+    fn plan_of(args: &[&str]) -> Result<Plan, String> {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from(["netmon", "check"].iter().chain(args))
+            .map_err(|e| e.to_string())?;
+        let Some(crate::cli::Command::Check(args)) = cli.command else {
+            return Err("not a check command".into());
+        };
+        plan(&args).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn a_url_as_host_gives_scheme_host_port_and_path() {
+        let cases = [
+            (
+                &["http", "http://127.0.0.1:9855/"][..],
+                "http",
+                "127.0.0.1",
+                "127.0.0.1:9855",
+                None,
+            ),
+            (
+                &["http", "https://[::1]/metrics?x=1"],
+                "https",
+                "::1",
+                "::1",
+                Some("/metrics?x=1"),
+            ),
+            (
+                &["https", "https://example.com:8443/a"],
+                "https",
+                "example.com",
+                "example.com:8443",
+                Some("/a"),
+            ),
+            (&["http:9855", "http://h/"], "http", "h", "h:9855", None),
+        ];
+        for (args, protocol, host, endpoint, path) in cases {
+            let plan = plan_of(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            let s = &plan.services[0];
+            assert_eq!(s.protocol.as_str(), protocol, "{args:?}");
+            assert_eq!(s.host, host, "{args:?}");
+            assert_eq!(s.endpoint(), endpoint, "{args:?}");
+            let (probe::Options::Http(o) | probe::Options::Https(o)) = &s.options else {
+                panic!("{args:?}: not an http service");
+            };
+            assert_eq!(o.path.as_deref(), path, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn a_url_where_only_a_host_fits_says_what_to_write() {
+        let cases = [
+            (
+                &["tcp", "tcp://127.0.0.1:9855"][..],
+                "tcp takes a host, not a URL: write `netmon check tcp 127.0.0.1 --port 9855`",
+            ),
+            (
+                &["TCP", "http://127.0.0.1/"],
+                "tcp takes a host, not a URL: write `netmon check tcp 127.0.0.1 --port PORT`",
+            ),
+            (
+                &["icmp", "http://192.0.2.1:80/"],
+                "icmp takes a host, not a URL: write `netmon check icmp 192.0.2.1`",
+            ),
+            (
+                &["dns", "dns://[::1]:5353"],
+                "dns takes a host, not a URL: write `netmon check dns ::1 --port 5353`",
+            ),
+            (
+                &["http", "ftp://h/"],
+                "http takes an http:// or https:// URL, not `ftp://h/`",
+            ),
+            (
+                &["http", "http://h:8080/", "--port", "81"],
+                "the port is given twice: 8080 in the URL `http://h:8080/` and 81 on the command line; keep one",
+            ),
+            (
+                &["http", "http://h/a", "-o", "path=/b"],
+                "the path is given twice: in the URL `http://h/a` and in `-o path=/b`; keep one",
+            ),
+            (
+                &["http", "http://u:p@h/"],
+                "netmon does not send credentials from the URL `http://u:p@h/`: remove them and send a header, e.g. `-o 'headers={Authorization: Basic ...}'`",
+            ),
+        ];
+        for (args, expected) in cases {
+            assert_eq!(plan_of(args).unwrap_err(), expected, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn command_line_hints_name_flags_not_config_keys() {
+        let cases = [
+            (
+                &["tcp", "127.0.0.1"][..],
+                "tcp service on `127.0.0.1` needs a port: add `--port 22`, e.g. `netmon check tcp 127.0.0.1 --port 22`",
+            ),
+            (
+                &["udp", "h"],
+                "udp service on `h` needs a port: add `--port 53`, e.g. `netmon check udp h --port 53` (`netmon check echo h` checks netmon's echo server)",
+            ),
+            (
+                &["icmp", "h", "--port", "3"],
+                "icmp has no port: drop `--port 3`",
+            ),
+            (
+                &["icmp:3", "h"],
+                "`icmp` has no port: write `icmp` without `:3`",
+            ),
+            (
+                &["tcp:22", "h", "--port", "23"],
+                "the port is given twice: in `tcp:22` and in `--port 23`; keep one",
+            ),
+        ];
+        for (args, expected) in cases {
+            let e = plan_of(args).unwrap_err();
+            assert_eq!(e, expected, "{args:?}");
+            assert!(
+                !e.contains("`port:") && !e.contains("{type"),
+                "config syntax in {e}"
+            );
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub mod single;
 pub mod web_config;
 
 pub use error::{ConfigError, ConfigErrors, LoadError};
-pub use loader::{BUILTIN, Source, load, load_file};
+pub use loader::{BUILTIN, Source, load, load_as, load_file};
 pub use model::{Config, Defaults, Service, Target};
 pub use save::{SaveError, to_yaml};
 pub use web_config::{ClientAuth, TlsServerConfig, WebConfig, load_web_config, parse_web_config};

@@ -4,8 +4,9 @@
 
 use serde_yaml::{Mapping, Value};
 
+use crate::base::hint::Dialect;
 use crate::config::error::{ConfigError, ConfigErrors};
-use crate::config::loader::load;
+use crate::config::loader::load_as;
 use crate::config::model::Service;
 
 /// A service described by arguments rather than a file.
@@ -21,6 +22,8 @@ pub struct OneService {
     pub interval: Option<String>,
     /// Protocol options, already YAML values.
     pub options: Vec<(String, Value)>,
+    /// Where the user typed it, so that hints use that place's syntax.
+    pub dialect: Dialect,
 }
 
 impl OneService {
@@ -50,7 +53,7 @@ impl OneService {
         // Serializing a mapping of strings and plain values cannot fail; if it ever did, the
         // empty document below is refused by the loader with a message of its own.
         let text = serde_yaml::to_string(&Value::Mapping(doc)).unwrap_or_default();
-        let config = load(&text, origin)?;
+        let config = load_as(&text, origin, self.dialect)?;
         config.services().next().cloned().ok_or_else(|| {
             ConfigErrors(vec![ConfigError {
                 file: origin.to_string(),
@@ -117,5 +120,34 @@ mod tests {
         .load("<test>")
         .unwrap_err();
         assert!(e.0[0].message.contains("did you mean `http`"), "{e}");
+    }
+
+    #[test]
+    fn console_hints_are_console_commands() {
+        let error = |service: &str| {
+            OneService {
+                host: "h".into(),
+                service: service.into(),
+                dialect: Dialect::Console,
+                ..OneService::default()
+            }
+            .load("<console>")
+            .unwrap_err()
+            .0[0]
+                .message
+                .clone()
+        };
+        assert_eq!(
+            error("tcp"),
+            "tcp service on `h` needs a port: write `tcp:22`, e.g. `add h tcp:22`"
+        );
+        assert_eq!(
+            error("UDP"),
+            "udp service on `h` needs a port: write `udp:53`, e.g. `add h udp:53` (`add h echo` checks netmon's echo server)"
+        );
+        assert_eq!(
+            error("ICMP:3"),
+            "`icmp` has no port: write `icmp` without `:3`"
+        );
     }
 }

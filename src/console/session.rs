@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, SystemTime};
 
 use super::command::{self, Command, LogSetting};
+use crate::base::hint::Dialect;
 use crate::base::values::Duration;
 use crate::config;
 use crate::config::loader::Source;
@@ -195,7 +196,7 @@ impl Session {
             new
         } else {
             let text = config::to_yaml(&new).map_err(|e| e.to_string())?;
-            config::load(&text, "<console>").map_err(|e| messages(&e))?
+            config::load_as(&text, "<console>", Dialect::Console).map_err(|e| messages(&e))?
         };
         let mut monitor = self.reloader.monitor().lock().await;
         let changes = match monitor.apply(&validated).await {
@@ -233,6 +234,7 @@ impl Session {
             host: host.to_string(),
             service: service.to_string(),
             interval: every.map(|d| d.to_string()),
+            dialect: Dialect::Console,
             ..OneService::default()
         }
         .load("<console>")

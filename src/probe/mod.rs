@@ -5,7 +5,7 @@
 //! line.
 //!
 //! Each protocol declares itself once with a [`shape::Definition`]: its name, port rule,
-//! options type, metric families and constructor. The [`protocols!`] table below turns those
+//! options type, metric families and constructor. The `protocols!` table below turns those
 //! declarations into [`Protocol`], [`Options`], [`ProbeMetrics`], [`parse_options`] and
 //! [`build`], so adding a protocol is one new file plus one line in the table.
 //!

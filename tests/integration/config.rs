@@ -134,7 +134,9 @@ const INVALID: &[(&str, &[&str])] = &[
     ),
     (
         "invalid-yaml-syntax.yml",
-        &["4:1: invalid YAML: while parsing a flow sequence, expected ',' or ']'"],
+        &[
+            "3:15: invalid YAML: unclosed `[` opened at 3:15: close the list with `]` (the parser stopped at 4:1: while parsing a flow sequence, expected ',' or ']')",
+        ],
     ),
     (
         "invalid-zero-interval.yml",

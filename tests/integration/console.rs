@@ -381,7 +381,7 @@ fn bad_input_gets_a_one_line_error_and_the_console_goes_on() {
         ),
         (
             "add 127.0.0.1 tcp",
-            "error: tcp service on `127.0.0.1`: a tcp service needs a port",
+            "error: tcp service on `127.0.0.1` needs a port: write `tcp:22`, e.g. `add 127.0.0.1 tcp:22`",
         ),
         (
             "add 127.0.0.1 gopher:70",

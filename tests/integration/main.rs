@@ -12,6 +12,7 @@ mod dashboards;
 mod dns_ntp;
 mod echo;
 mod echo_abuse;
+mod first_hour;
 mod fuzz_regressions;
 mod hostile;
 mod http;

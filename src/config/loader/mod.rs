@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::{LoaderOptions, Node, Span};
 
-use crate::base::hint::did_you_mean;
+use crate::base::hint::{Dialect, did_you_mean};
 use crate::base::values::Duration;
 
 use crate::config::error::{ConfigError, ConfigErrors, LoadError, MAX_SHOWN};
@@ -84,8 +84,16 @@ pub fn load_file(path: &Path) -> Result<Config, LoadError> {
 
 /// Validates configuration `text`; `file` names it in errors. Returns every error found.
 pub fn load(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+    load_as(text, file, Dialect::File)
+}
+
+/// As [`load`], for text generated from what the user typed somewhere else (`netmon check`'s
+/// arguments, the console's `add`): the rules are the same, and hints are written in
+/// `dialect`'s syntax.
+pub fn load_as(text: &str, file: &str, dialect: Dialect) -> Result<Config, ConfigErrors> {
     let mut cx = Loader {
         file,
+        dialect,
         origin_file: file.into(),
         errors: Vec::new(),
         left_out: 0,
@@ -116,6 +124,8 @@ const RESERVED_LABELS: [&str; 6] = ["host", "protocol", "service", "reason", "ph
 
 struct Loader<'a> {
     file: &'a str,
+    /// Where the text came from, for the syntax of hints.
+    dialect: Dialect,
     /// `file`, shared by every service's origin.
     origin_file: std::sync::Arc<str>,
     errors: Vec<ConfigError>,
@@ -152,6 +162,76 @@ fn too_deep(text: &str) -> Option<(usize, usize)> {
             Ok(_) => {}
         }
     }
+}
+
+/// The innermost flow collection (`[` or `{`) still open where the parser failed, at `error`
+/// (line, 1-based column), and where it was opened; `None` unless that bracket is never closed
+/// anywhere in the rest of the text. Only run on the error path: it scans the text again with
+/// yaml-rust2's scanner (no recursion), which marks brackets exactly, and then counts brackets
+/// in the raw text after the opening one.
+fn unclosed_bracket(text: &str, error: (usize, usize)) -> Option<(char, (usize, usize))> {
+    use yaml_rust2::scanner::{Scanner, TokenType};
+    let mut open: Vec<(char, usize, (usize, usize))> = Vec::new();
+    for token in Scanner::new(text.chars()) {
+        let mark = token.0;
+        let at = (mark.line(), mark.col() + 1);
+        if at >= error {
+            break;
+        }
+        match token.1 {
+            TokenType::FlowSequenceStart => open.push(('[', mark.index(), at)),
+            TokenType::FlowMappingStart => open.push(('{', mark.index(), at)),
+            TokenType::FlowSequenceEnd | TokenType::FlowMappingEnd => {
+                open.pop();
+            }
+            _ => {}
+        }
+    }
+    let (bracket, index, at) = open.pop()?;
+    let rest = text.chars().skip(index);
+    (!closes(rest)).then_some((bracket, at))
+}
+
+/// Whether the bracket `rest` starts with is matched later, counting nested brackets and
+/// skipping quoted strings and comments.
+fn closes(rest: impl Iterator<Item = char>) -> bool {
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut previous = ' ';
+    let mut escaped = false;
+    for c in rest {
+        if comment {
+            comment = c != '\n';
+        } else if let Some(q) = quote {
+            if q == '"' && c == '\\' && !escaped {
+                escaped = true;
+                previous = c;
+                continue;
+            }
+            // `''` inside single quotes closes and reopens, which counts the same.
+            if c == q && !escaped {
+                quote = None;
+            }
+        } else {
+            let after_space = previous.is_whitespace() || "[{,:".contains(previous);
+            match c {
+                '#' if previous.is_whitespace() => comment = true,
+                '"' | '\'' if after_space => quote = Some(c),
+                '[' | '{' => depth += 1,
+                ']' | '}' => {
+                    depth = depth.saturating_sub(1);
+                    if depth == 0 {
+                        return true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        escaped = false;
+        previous = c;
+    }
+    false
 }
 
 /// Where `key` is written in `map`, if it is.
@@ -205,7 +285,7 @@ impl Loader<'_> {
         let root = match marked_yaml::parse_yaml_with_options(0, text, options) {
             Ok(root) => root,
             Err(e) => {
-                self.yaml_error(e);
+                self.yaml_error(text, e);
                 return None;
             }
         };
@@ -236,13 +316,35 @@ impl Loader<'_> {
         })
     }
 
-    fn yaml_error(&mut self, e: marked_yaml::LoadError) {
+    fn yaml_error(&mut self, text: &str, e: marked_yaml::LoadError) {
         use marked_yaml::LoadError as E;
         let (at, msg) = match &e {
-            E::ScanError(m, s) => (
-                (m.line(), m.column()),
-                format!("invalid YAML: {}", s.info()),
-            ),
+            // A missing `]` or `}` is only noticed where the parser gives up, often a line or
+            // more later; the place to look is the bracket that was never closed.
+            E::ScanError(m, s) => match unclosed_bracket(text, (m.line(), m.column())) {
+                Some((open, bracket_at)) => {
+                    let (close, what) = if open == '[' {
+                        (']', "list")
+                    } else {
+                        ('}', "mapping")
+                    };
+                    (
+                        bracket_at,
+                        format!(
+                            "invalid YAML: unclosed `{open}` opened at {}:{}: close the {what} with `{close}` (the parser stopped at {}:{}: {})",
+                            bracket_at.0,
+                            bracket_at.1,
+                            m.line(),
+                            m.column(),
+                            s.info()
+                        ),
+                    )
+                }
+                None => (
+                    (m.line(), m.column()),
+                    format!("invalid YAML: {}", s.info()),
+                ),
+            },
             E::DuplicateKey(d) => (
                 line_col(d.key.span()),
                 format!(
@@ -394,6 +496,10 @@ impl Loader<'_> {
         defaults: &Defaults,
     ) -> Option<Target> {
         let name = host.as_str().trim();
+        if let Some(hint) = url_instead_of_host(name, self.dialect) {
+            self.err(host.span(), hint);
+            return None;
+        }
         if name.is_empty() || name.contains(char::is_whitespace) || name.contains('/') {
             self.err(
                 host.span(),
@@ -493,6 +599,29 @@ impl Loader<'_> {
         }
         out
     }
+}
+
+/// The error for a URL written where a host name belongs, or `None` if `text` is no URL.
+fn url_instead_of_host(text: &str, dialect: Dialect) -> Option<String> {
+    let url = url::Url::parse(text)
+        .ok()
+        .filter(|_| text.contains("://"))?;
+    let host = match url.host()? {
+        url::Host::Ipv6(a) => a.to_string(),
+        other => other.to_string(),
+    };
+    let scheme = url.scheme();
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let fix = match (dialect, scheme) {
+        (Dialect::File, "http" | "https") => format!(
+            "write the host as the key and the URL in the service: `{host}: {{services: [{{type: {scheme}, url: \"{url}\"}}]}}`"
+        ),
+        (Dialect::File, _) => format!("write the host alone as the key: `{host}:`"),
+        (Dialect::Console, "http" | "https") => format!("write `add {host} {scheme}{port}`"),
+        (Dialect::Console, _) => format!("write `add {host} PROTOCOL{port}`"),
+        (Dialect::CommandLine, _) => format!("write `{host}` and give the port with `--port`"),
+    };
+    Some(format!("`{text}` is a URL, not a host name: {fix}"))
 }
 
 #[cfg(test)]

@@ -3,8 +3,9 @@
 use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::{Node, Span};
 
-use crate::base::hint::did_you_mean;
+use crate::base::hint::{Dialect, did_you_mean};
 use crate::base::values::Duration;
+use crate::probe::shape::PortRule;
 use crate::probe::{self, Protocol};
 
 use crate::config::model::{
@@ -94,23 +95,73 @@ impl Loader<'_> {
             }
         };
         let mut options_node = options_node;
-        if let Some(port) = port {
-            if !protocol.takes_port() {
+        let port_key = options_node
+            .as_mapping()
+            .and_then(|m| m.get_node("port"))
+            .and_then(|n| n.as_scalar());
+        if let (false, Some(p)) = (protocol.takes_port(), port_key) {
+            // Only `--port` reaches here from the command line; a file gets the
+            // protocol's list of options, which says what it takes instead.
+            if self.dialect == Dialect::CommandLine {
                 self.err(
                     &span,
                     format!(
-                        "`{protocol}` has no port: write `{}` without `:{port}`",
-                        protocol.as_str().to_uppercase()
+                        "{protocol} has no port: drop `--port {}`",
+                        p.as_str().trim()
                     ),
                 );
                 return None;
             }
+        }
+        if port.is_none() && port_key.is_none() && protocol.port_rule() == PortRule::Required {
+            let (example, echo) = match protocol {
+                Protocol::Udp => (53, true),
+                _ => (22, false),
+            };
+            let fix = self
+                .dialect
+                .give_port(protocol.as_str(), &target.host, example);
+            let mut message = match self.dialect {
+                // As the probe's own options check says it, the sentence a file has always had.
+                Dialect::File => format!(
+                    "{protocol} service on `{}`: a {protocol} service needs a port: {fix}",
+                    target.host
+                ),
+                _ => format!(
+                    "{protocol} service on `{}` needs a port: {fix}",
+                    target.host
+                ),
+            };
+            if echo {
+                message.push_str(&format!(" ({})", self.dialect.echo_instead(&target.host)));
+            }
+            self.err(&span, message);
+            return None;
+        }
+        if let Some(port) = port {
+            if !protocol.takes_port() {
+                // A file writes protocols as the classic form does; commands, in lowercase.
+                let written = match self.dialect {
+                    Dialect::File => protocol.as_str().to_uppercase(),
+                    _ => protocol.as_str().to_string(),
+                };
+                self.err(
+                    &span,
+                    format!("`{protocol}` has no port: write `{written}` without `:{port}`"),
+                );
+                return None;
+            }
             if let Node::Mapping(m) = &mut options_node {
-                if m.contains_key("port") {
-                    self.err(
-                        &span,
-                        "the port is given twice: in `type` and in `port`; keep one",
-                    );
+                if let Some(given) = m.get_node("port").and_then(|n| n.as_scalar()) {
+                    let message = match self.dialect {
+                        Dialect::CommandLine => format!(
+                            "the port is given twice: in `{}:{port}` and in `--port {}`; keep one",
+                            protocol.as_str(),
+                            given.as_str()
+                        ),
+                        _ => "the port is given twice: in `type` and in `port`; keep one".into(),
+                    };
+                    self.err(&span, message);
                     return None;
                 }
                 let key = MarkedScalarNode::new(span, "port");

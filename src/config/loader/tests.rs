@@ -74,3 +74,60 @@ fn a_file_above_the_size_limit_is_refused_before_it_is_parsed() {
     assert!(matches!(e, LoadError::TooLarge { .. }), "{e}");
     assert!(e.to_string().contains("larger than 16 MiB"), "{e}");
 }
+
+#[test]
+fn an_unclosed_bracket_is_reported_where_it_was_opened() {
+    let e = errors("targets:\n  localhost:\n    services: [HTTP, ICMP\n    interval: 60\n");
+    assert_eq!(
+        e,
+        [
+            "t.yml:3:15: invalid YAML: unclosed `[` opened at 3:15: close the list with `]` (the parser stopped at 4:13: illegal placement of ':' indicator)"
+        ]
+    );
+    // Closed further down, after other brackets, or open at the end of the file.
+    let e = errors("targets:\n  a: {services: [TCP:22]\n  b: {services: [ICMP]}\n");
+    assert!(
+        e[0].starts_with(
+            "t.yml:2:6: invalid YAML: unclosed `{` opened at 2:6: close the mapping with `}`"
+        ),
+        "{e:?}"
+    );
+    let e = errors("targets:\n  a:\n    services: [TCP:22\n");
+    assert!(
+        e[0].starts_with("t.yml:3:15: invalid YAML: unclosed `[`"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn a_closed_bracket_is_not_blamed_for_another_error() {
+    // A flow list over several lines is valid; the error here is the stray `:` inside it,
+    // and the quoted `]` and the comment do not count as brackets.
+    let text = "targets:\n  a:\n    services: [\"]\", # ]\n      TCP:22: x: y,\n      ICMP]\n";
+    let e = errors(text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(!e[0].contains("unclosed"), "{e:?}");
+    assert!(closes("[a, [b], 'it''s ]', \"\\\"]\"]".chars()));
+    assert!(!closes("[a, [b]".chars()));
+}
+
+#[test]
+fn a_url_as_a_target_key_says_where_the_url_goes() {
+    let e = errors("targets:\n  http://127.0.0.1:9855/metrics: {services: [HTTP]}\n");
+    assert_eq!(
+        e,
+        [
+            "t.yml:2:3: `http://127.0.0.1:9855/metrics` is a URL, not a host name: write the host as the key and the URL in the service: `127.0.0.1: {services: [{type: http, url: \"http://127.0.0.1:9855/metrics\"}]}`"
+        ]
+    );
+    let e = load_as(
+        "targets:\n  tcp://[::1]:22: {services: [ICMP]}\n",
+        "<console>",
+        Dialect::Console,
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.0[0].message,
+        "`tcp://[::1]:22` is a URL, not a host name: write `add ::1 PROTOCOL:22`"
+    );
+}

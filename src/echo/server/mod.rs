@@ -3,7 +3,7 @@
 //!
 //! An echo service on the Internet is a reflector waiting to be abused, so before echoing it
 //! drops, and counts by reason in `netmon_echo_server_packets_total{result}`:
-//! - datagrams from a well-known service's source port ([`is_reflector_port`]): a spoofed
+//! - datagrams from a well-known service's source port ([`policy::is_reflector_port`]): a spoofed
 //!   datagram "from" another echo, chargen, DNS... server would otherwise start a ping-pong
 //!   between the two services that never ends;
 //! - sources outside the `allow` networks, when some are given;
@@ -13,7 +13,7 @@
 //!
 //! UDP runs on one OS thread with batched system calls (`recvmmsg`/`sendmmsg` through nix,
 //! since the crate forbids `unsafe`), so one core echoes near the kernel's loopback limit. The
-//! same [`EchoServer`] runs standalone (`netmon echo-server`, [`run`]) or inside `serve`
+//! same [`EchoServer`] runs standalone (`netmon echo-server`, `crate::cmd::echo_server::run`) or inside `serve`
 //! (`echo_server:` in the config), where its metrics join the main registry.
 
 pub mod metrics;

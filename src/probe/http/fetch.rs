@@ -5,7 +5,7 @@
 //! or HTTP/2 when ALPN picks `h2` or the service asks for it) over a tokio `TcpStream`,
 //! wrapped in tokio-rustls for https. reqwest hides these phases, hence hyper. The connection
 //! future, and everything hyper's HTTP/2 client would spawn, is polled inside the probe's own
-//! future (see [`Inline`]), so when the runner drops the probe on timeout, the socket goes
+//! future (see `Inline`), so when the runner drops the probe on timeout, the socket goes
 //! with it.
 
 use std::future::Future;

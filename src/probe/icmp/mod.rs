@@ -136,7 +136,7 @@ impl Options {
     }
 
     /// Checks that a round fits in the service's `timeout`: the requests must all leave, each
-    /// with time for its reply, before the probe's own deadline ([`wait_budget`]).
+    /// with time for its reply, before the probe's own deadline (`wait_budget`).
     pub fn check_fits(&self, timeout: StdDuration) -> Result<(), String> {
         let round = self.packet_interval.0 * self.count;
         let budget = wait_budget(timeout);
