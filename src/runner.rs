@@ -83,12 +83,13 @@ pub struct Status {
 }
 
 impl Status {
-    /// The status of a service probed every `interval`, before its first result.
-    pub fn new(interval: Duration) -> Self {
+    /// The status of a service probed every `interval`, before its first result, keeping at
+    /// most `history_results` results.
+    pub fn new(interval: Duration, history_results: usize) -> Self {
         Status {
             view: Mutex::default(),
             paused: AtomicBool::new(false),
-            history: Mutex::new(History::new(interval)),
+            history: Mutex::new(History::new(interval, history_results)),
         }
     }
 
@@ -165,6 +166,8 @@ pub struct Monitor {
     services: BTreeMap<ServiceKey, Running>,
     /// The first-round spread of the next services started (see [`reload_spread`]).
     spread: Duration,
+    /// The most results each service's history keeps.
+    history_results: usize,
 }
 
 impl std::fmt::Debug for Monitor {
@@ -272,6 +275,16 @@ impl Monitor {
             limit: Arc::new(Semaphore::new(max_in_flight.max(1))),
             services: BTreeMap::new(),
             spread: RELOAD_SPREAD,
+            history_results: crate::status::history::MAX_RESULTS,
+        }
+    }
+
+    /// This monitor with services keeping at most `n` results each for the status page
+    /// (`--status.history-results`; 0 keeps none), for the services started from now on.
+    pub fn with_history_results(self, n: usize) -> Self {
+        Monitor {
+            history_results: n,
+            ..self
         }
     }
 
@@ -369,7 +382,7 @@ impl Monitor {
                 return Err(e);
             }
         };
-        let status = Arc::new(Status::new(service.interval));
+        let status = Arc::new(Status::new(service.interval, self.history_results));
         let cancel = CancellationToken::new();
         let task = Task {
             target: Target {

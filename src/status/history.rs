@@ -89,15 +89,16 @@ impl History {
         (wanted.min(MAX_RESULTS as f64) as usize).max(1)
     }
 
-    /// An empty history for a service probed every `interval`, its ring allocated now.
-    pub fn new(interval: Duration) -> Self {
-        Self::with_capacity(Self::capacity_for(interval), SystemTime::now())
+    /// An empty history for a service probed every `interval`, keeping at most `results`
+    /// results, its ring allocated now.
+    pub fn new(interval: Duration, results: usize) -> Self {
+        Self::with_capacity(Self::capacity_for(interval).min(results), SystemTime::now())
     }
 
-    /// An empty history of `capacity` results (at least 1, at most [`MAX_RESULTS`]) counting
-    /// time from `epoch`.
+    /// An empty history of `capacity` results (at most [`MAX_RESULTS`]; 0 keeps none)
+    /// counting time from `epoch`.
     pub fn with_capacity(capacity: usize, epoch: SystemTime) -> Self {
-        let capacity = capacity.clamp(1, MAX_RESULTS);
+        let capacity = capacity.min(MAX_RESULTS);
         History {
             epoch,
             records: Vec::with_capacity(capacity),
@@ -139,6 +140,9 @@ impl History {
             None => DOWN,
         };
         let record = Record { at, latency_us };
+        if self.capacity == 0 {
+            return;
+        }
         if self.records.len() < self.capacity {
             self.records.push(record);
         } else {
@@ -207,8 +211,11 @@ mod tests {
     fn a_service_costs_at_most_twelve_kilobytes() {
         assert_eq!(std::mem::size_of::<Record>(), 8);
         assert!(max_bytes() <= 11_600, "{}", max_bytes());
-        let h = History::new(Duration::from_secs(1));
+        let h = History::new(Duration::from_secs(1), MAX_RESULTS);
         assert_eq!(h.capacity(), MAX_RESULTS);
+        let h = History::new(Duration::from_secs(1), 100);
+        assert_eq!(h.capacity(), 100);
+        assert_eq!(History::new(Duration::from_secs(600), 1440).capacity(), 144);
         assert!(h.bytes() <= max_bytes(), "{}", h.bytes());
     }
 
@@ -275,8 +282,11 @@ mod tests {
 
     #[test]
     fn odd_clocks_and_latencies_do_not_panic() {
-        let mut h = History::with_capacity(0, t(100));
-        assert_eq!(h.capacity(), 1);
+        let mut none = History::with_capacity(0, t(0));
+        none.push(t(1), None);
+        assert_eq!((none.len(), none.summary(t(2)).results), (0, 0));
+        assert_eq!(none.summary(t(2)).uptime_percent(), None);
+        let mut h = History::with_capacity(1, t(100));
         h.push(t(0), Some(Duration::MAX));
         h.push(SystemTime::UNIX_EPOCH, Some(Duration::ZERO));
         let s = h.summary(SystemTime::UNIX_EPOCH);

@@ -354,7 +354,7 @@ targets:
         config
             .services()
             .map(|s| {
-                let live = Arc::new(Status::new(s.interval));
+                let live = Arc::new(Status::new(s.interval, history::MAX_RESULTS));
                 let mut view = StatusView::default();
                 match s.name.as_str() {
                     "tcp:5432" => {
