@@ -27,12 +27,12 @@ header h1{font-size:1.4em;margin:0}header a{color:#2a6fdb}\
 .banner pre{white-space:pre-wrap;margin:.4em 0 0;font-size:.92em}\
 form{margin:1em 0}input[type=search]{width:24em;max-width:70vw;padding:.3em}\
 table{border-collapse:collapse;width:100%}\
-th,td{padding:.3em .6em;border-bottom:1px solid #eee;text-align:left;vertical-align:middle}\
+th,td{padding:.3em .5em;border-bottom:1px solid #eee;text-align:left;vertical-align:middle}\
 th{background:#f6f6f6;font-weight:600;white-space:nowrap}\
-td.num{text-align:right;white-space:nowrap}small,.dim{color:#777}code{font-size:.92em;overflow-wrap:anywhere}\
+td.num{text-align:right;white-space:nowrap}small,.dim{color:#777}code{font-size:.92em}td.endpoint code{display:inline-block;max-width:18em;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;vertical-align:bottom}\
 .badge{display:inline-block;min-width:5em;text-align:center;border-radius:3px;padding:.05em .4em;font-weight:600;color:#fff}\
 .badge.up{background:#2e7d32}.badge.down{background:#c62828}.badge.pending{background:#888}.badge.paused{background:#999}\
-tr.down td{background:#fff6f5}.err{color:#8b1a1a;min-width:16em;max-width:32em;overflow-wrap:anywhere}\
+tr.down td{background:#fff6f5}.err{color:#8b1a1a;min-width:12em;max-width:30em;overflow-wrap:anywhere}\
 .label{display:inline-block;white-space:nowrap;background:#eef2f8;border-radius:3px;padding:0 .35em;margin:.1em .2em .1em 0;font-size:.9em}\
 svg.spark{display:block}";
 
@@ -208,7 +208,7 @@ fn row(h: &mut String, r: &Row) {
         "<tr class=\"svc {class}\" data-state=\"{class}\" data-search=\"{search}\">\
          <td><span class=\"badge {class}\">{state}</span></td><td class=\"host\">{host}</td>\
          <td class=\"service\">{service}<br><small>{protocol}</small></td>\
-         <td><code>{endpoint}</code></td><td class=\"num\">{interval}</td>\
+         <td class=\"endpoint\"><code title=\"{endpoint}\">{endpoint}</code></td><td class=\"num\">{interval}</td>\
          <td>{site}{labels}</td><td class=\"num\">{latency}</td><td>{spark}</td>\
          <td class=\"num uptime\">{uptime}</td><td class=\"num\">{last}</td><td class=\"err\">{error}</td></tr>",
         search = html(&r.search_text()),
