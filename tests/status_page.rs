@@ -1,7 +1,8 @@
 //! The status page in a real browser: headless Chromium loads `/` of a running netmon with an
 //! UP and a DOWN service, and the tests assert on the DOM after its script ran: DOWN first,
 //! a sparkline per service, and the filter box hiding rows (set from `#filter=` on load, and
-//! typed into through chromedriver's WebDriver endpoint).
+//! typed into through chromedriver's WebDriver endpoint, including widening a filter the server
+//! applied, which must fetch the rows it left out).
 //!
 //! Without `chromium` (or `chromedriver`) on the machine the tests say so and pass, unless
 //! `NETMON_REQUIRE_BROWSER=1` (set by `.ci/run`), where a missing browser fails them.
@@ -299,6 +300,20 @@ fn typing_into_the_filter_box_hides_the_other_rows() {
             .map(|r| (r[0].as_str().unwrap_or("").to_string(), r[1] == true))
             .collect()
     };
+    // The WebDriver id of the filter box of the page loaded now.
+    let filter_box = || -> String {
+        let found = driver.call(
+            "POST",
+            &s("/element"),
+            serde_json::json!({ "using": "css selector", "value": "#filter" }),
+        );
+        found
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(|v| v.as_str())
+            .expect("the filter box")
+            .to_string()
+    };
     let up_name = format!("tcp:{up}");
     let down_name = format!("tcp:{down}");
     assert_eq!(
@@ -306,17 +321,7 @@ fn typing_into_the_filter_box_hides_the_other_rows() {
         [(down_name.clone(), true), (up_name.clone(), true)],
         "both rows shown, DOWN first"
     );
-    let input = driver.call(
-        "POST",
-        &s("/element"),
-        serde_json::json!({ "using": "css selector", "value": "#filter" }),
-    );
-    let element = input
-        .as_object()
-        .and_then(|o| o.values().next())
-        .and_then(|v| v.as_str())
-        .expect("the filter box")
-        .to_string();
+    let element = filter_box();
     driver.call(
         "POST",
         &s(&format!("/element/{element}/value")),
@@ -345,7 +350,7 @@ fn typing_into_the_filter_box_hides_the_other_rows() {
     );
     assert_eq!(
         visible(),
-        [(down_name, false), (up_name, false)],
+        [(down_name.clone(), false), (up_name.clone(), false)],
         "nothing matches"
     );
     let none = driver.call(
@@ -354,5 +359,49 @@ fn typing_into_the_filter_box_hides_the_other_rows() {
         serde_json::json!({ "script": "return document.getElementById('none').hidden;", "args": [] }),
     );
     assert_eq!(none, false, "the page says nothing matches");
+
+    // A page the server filtered has only the rows it kept: widening the filter asks again.
+    driver.call(
+        "POST",
+        &s("/url"),
+        serde_json::json!({ "url": format!("http://{}/?filter={down_name}", n.addr) }),
+    );
+    assert_eq!(
+        visible(),
+        [(down_name.clone(), true)],
+        "filtered by the server"
+    );
+    let element = filter_box();
+    driver.call(
+        "POST",
+        &s(&format!("/element/{element}/clear")),
+        serde_json::json!({}),
+    );
+    driver.call(
+        "POST",
+        &s(&format!("/element/{element}/value")),
+        serde_json::json!({ "text": "tcp" }),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // The page reloads under the script: a call may fail while it does.
+        let rows = driver
+            .try_call(
+                "POST",
+                &s("/execute/sync"),
+                Some(&serde_json::json!({ "script": "return document.querySelectorAll('#services tbody tr').length;", "args": [] })),
+            )
+            .ok()
+            .and_then(|(_, v)| v["value"].as_u64());
+        if rows == Some(2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "widening the filter did not bring the other row back (rows: {rows:?})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(visible(), [(down_name, true), (up_name, true)]);
     let _ = driver.try_call("DELETE", &s(""), None);
 }
