@@ -14,10 +14,10 @@ import sys
 # The layers, lowest first. A module belongs to the layer of the longest prefix listed here;
 # README's "Layout" section describes the same table.
 LAYERS = [
-    ("leaf", ["base", "echo::wire", "echo::settings"]),
+    ("leaf", ["base", "echo::wire", "echo::settings", "status::history"]),
     ("domain", ["probe", "echo"]),
     ("engine", ["config", "runner", "metrics"]),
-    ("app", ["web", "reload", "logging", "shutdown"]),
+    ("app", ["web", "status", "reload", "logging", "shutdown"]),
     ("edge", ["cli", "cmd", "console", "fuzzing", ""]),
 ]
 

@@ -153,6 +153,15 @@ pub struct ServeArgs {
         default_value_t = 1024
     )]
     pub max_in_flight: usize,
+    /// Results kept per service for the status page's sparkline and uptime, at most the last
+    /// 24 hours' worth; 8 bytes each, allocated when the service starts. 0 keeps none.
+    #[arg(
+        long = "status.history-results",
+        value_name = "N",
+        default_value_t = 1440,
+        value_parser = clap::value_parser!(u16).range(0..=1440)
+    )]
+    pub history_results: u16,
     /// Most web connections open at once (lowered to half the open-file limit). At the cap,
     /// the connection idle longest is closed for a new one, or the new one when all are busy.
     #[arg(

@@ -4,11 +4,13 @@
 //! Layers, each importing from itself and the layers below; the module graph has no cycle
 //! (`.ci/module_cycles.py` checks it in CI):
 //! - leaf: [`base`] (config values, hints, labels, outcomes, rounds, resolution, listening
-//!   sockets), [`echo::wire`] and [`echo::settings`];
+//!   sockets), [`echo::wire`], [`echo::settings`] and [`status::history`] (the bounded result
+//!   history the runner keeps per service);
 //! - domain: [`probe`] (the protocol table, [`probe::shape`], one module per protocol) and the
 //!   [`echo`] server and client;
 //! - engine: [`config`], [`runner`], [`metrics`];
-//! - app: [`web`], [`reload`], [`logging`], [`shutdown`];
+//! - app: [`web`], [`status`] (the status page and its JSON API), [`reload`], [`logging`],
+//!   [`shutdown`];
 //! - edges: [`cli`], [`cmd`] (one module per command: serve, check, echo, echo-server),
 //!   [`console`]; `fuzzing` (hidden, only with the `fuzzing` feature or in tests) holds the
 //!   entry points of the fuzz targets in `fuzz/`.
@@ -30,6 +32,7 @@ pub mod probe;
 pub mod reload;
 pub mod runner;
 pub mod shutdown;
+pub mod status;
 pub mod web;
 
 /// Installs rustls' crypto provider (ring) once; reqwest and tokio-rustls need one chosen.

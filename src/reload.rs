@@ -2,6 +2,7 @@
 //! monitor and hosted echo server. Shared by SIGHUP, `POST /-/reload` and the console.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +23,17 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
     echo: Mutex<HostedEcho>,
     reloading: Mutex<()>,
+    started: SystemTime,
+    last: std::sync::Mutex<Option<LastReload>>,
+}
+
+/// The outcome of the last reload, for the status page's banner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastReload {
+    /// When it ended.
+    pub at: SystemTime,
+    /// Why it failed (the message `POST /-/reload` answered), `None` when it applied in full.
+    pub error: Option<String>,
 }
 
 /// The echo server `serve` hosts for the config's `echo_server:`, restarted by a reload only
@@ -102,6 +114,8 @@ impl Reloader {
             metrics,
             echo: Mutex::new(HostedEcho::default()),
             reloading: Mutex::new(()),
+            started: SystemTime::now(),
+            last: std::sync::Mutex::new(None),
         }
     }
 
@@ -182,9 +196,11 @@ impl Reloader {
             self.metrics.reloaded(false);
             let e = ReloadError::Partial(changes);
             error!(config = %self.source, error = %e, "reload applied in part");
+            self.remember(Some(e.to_string()));
             return Err(e);
         }
         self.metrics.reloaded(true);
+        self.remember(None);
         info!(
             config = %self.source,
             added = changes.added,
@@ -199,7 +215,29 @@ impl Reloader {
     fn refused(&self, e: LoadError) -> ReloadError {
         self.metrics.reloaded(false);
         error!(config = %self.source, error = %e, "reload failed: nothing changed, the previous configuration is still running");
-        ReloadError::Refused(e)
+        let e = ReloadError::Refused(e);
+        self.remember(Some(e.to_string()));
+        e
+    }
+
+    fn remember(&self, error: Option<String>) {
+        let last = LastReload {
+            at: SystemTime::now(),
+            error,
+        };
+        if let Ok(mut l) = self.last.lock() {
+            *l = Some(last);
+        }
+    }
+
+    /// The outcome of the last reload; `None` before the first.
+    pub fn last_reload(&self) -> Option<LastReload> {
+        self.last.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// When this reloader was made: when `serve` (or the console) started monitoring.
+    pub fn started(&self) -> SystemTime {
+        self.started
     }
 
     /// Every service and its status.

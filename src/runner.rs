@@ -32,6 +32,7 @@ use crate::config::model::{Config, Service};
 use crate::metrics::{Metrics, ServiceMetrics, unix_now};
 use crate::probe;
 use crate::probe::shape::Probe;
+use crate::status::history::{History, Summary};
 
 /// How long the first round of probes is spread over at start-up.
 pub const FIRST_ROUND_SPREAD: Duration = Duration::from_secs(5);
@@ -73,13 +74,25 @@ pub struct StatusView {
 }
 
 /// Shared between a service task and the readers of its status.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Status {
     view: Mutex<StatusView>,
     paused: AtomicBool,
+    /// The last results, for the status page; its ring is allocated here, once.
+    history: Mutex<History>,
 }
 
 impl Status {
+    /// The status of a service probed every `interval`, before its first result, keeping at
+    /// most `history_results` results.
+    pub fn new(interval: Duration, history_results: usize) -> Self {
+        Status {
+            view: Mutex::default(),
+            paused: AtomicBool::new(false),
+            history: Mutex::new(History::new(interval, history_results)),
+        }
+    }
+
     /// A copy of the current view.
     pub fn view(&self) -> StatusView {
         self.view.lock().map(|v| v.clone()).unwrap_or_default()
@@ -88,6 +101,22 @@ impl Status {
     /// Whether probing is paused.
     pub fn paused(&self) -> bool {
         self.paused.load(Ordering::Relaxed)
+    }
+
+    /// Records a result in the history as the service's task does, for the readers' tests.
+    #[cfg(test)]
+    pub(crate) fn push_history(&self, at: SystemTime, latency: Option<Duration>) {
+        if let Ok(mut h) = self.history.lock() {
+            h.push(at, latency);
+        }
+    }
+
+    /// The results of the last day (see [`History::summary`]).
+    pub fn history(&self, now: SystemTime) -> Summary {
+        self.history
+            .lock()
+            .map(|h| h.summary(now))
+            .unwrap_or_default()
     }
 }
 
@@ -100,6 +129,9 @@ pub struct ServiceStatus {
     pub paused: bool,
     /// Its last results.
     pub view: StatusView,
+    /// The status shared with its task, to read the history after the monitor's lock is let
+    /// go: summing a day of results for every service is not work to do under it.
+    pub live: Arc<Status>,
 }
 
 /// What [`Monitor::apply`] changed.
@@ -134,6 +166,8 @@ pub struct Monitor {
     services: BTreeMap<ServiceKey, Running>,
     /// The first-round spread of the next services started (see [`reload_spread`]).
     spread: Duration,
+    /// The most results each service's history keeps.
+    history_results: usize,
 }
 
 impl std::fmt::Debug for Monitor {
@@ -241,6 +275,16 @@ impl Monitor {
             limit: Arc::new(Semaphore::new(max_in_flight.max(1))),
             services: BTreeMap::new(),
             spread: RELOAD_SPREAD,
+            history_results: crate::status::history::MAX_RESULTS,
+        }
+    }
+
+    /// This monitor with services keeping at most `n` results each for the status page
+    /// (`--status.history-results`; 0 keeps none), for the services started from now on.
+    pub fn with_history_results(self, n: usize) -> Self {
+        Monitor {
+            history_results: n,
+            ..self
         }
     }
 
@@ -338,7 +382,7 @@ impl Monitor {
                 return Err(e);
             }
         };
-        let status = Arc::new(Status::default());
+        let status = Arc::new(Status::new(service.interval, self.history_results));
         let cancel = CancellationToken::new();
         let task = Task {
             target: Target {
@@ -405,6 +449,7 @@ impl Monitor {
                 service: r.service.clone(),
                 paused: r.status.paused(),
                 view: r.status.view(),
+                live: r.status.clone(),
             })
             .collect()
     }
@@ -554,12 +599,16 @@ fn record(outcome: &Outcome, elapsed: Duration, metrics: &ServiceMetrics, status
     metrics.probes.inc();
     metrics.duration.set(elapsed.as_secs_f64());
     metrics.last.set(unix_now());
+    let now = SystemTime::now();
+    if let Ok(mut h) = status.history.lock() {
+        h.push(now, outcome.as_ref().ok().map(|ok| ok.latency));
+    }
     let previous = {
         let Ok(mut v) = status.view.lock() else {
             return;
         };
         let previous = v.up;
-        v.last_check = Some(SystemTime::now());
+        v.last_check = Some(now);
         v.loss = round_of(outcome).map(Round::loss_ratio);
         match outcome {
             Ok(ok) => {

@@ -1,5 +1,6 @@
-//! The HTTP side: `/metrics`, `/-/healthy`, `/-/ready`, `POST /-/reload` and a landing page
-//! `/` listing every service, served by hyper 1 with graceful shutdown.
+//! The HTTP side: `/metrics`, `/-/healthy`, `/-/ready`, `POST /-/reload`, the status page `/`
+//! and `GET /api/v1/services` (both from [`crate::status`]), served by hyper 1 with graceful
+//! shutdown.
 //!
 //! No endpoint takes a target from the request: netmon probes only what its config names.
 //! No client can take the monitor down either ([`Limits`], docs/faults.md): connections are
@@ -9,7 +10,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::hash::{BuildHasher, RandomState};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -38,6 +38,7 @@ use crate::base::listen::{GRACE, ListenError};
 use crate::config::web_config::{ClientAuth, TlsServerConfig};
 use crate::metrics::{EncodeError, Encoder};
 use crate::reload::Reloader;
+use crate::status;
 
 /// Errors starting the web server.
 #[derive(Debug, thiserror::Error)]
@@ -655,7 +656,8 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Full<Bytes>
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
         },
         (_, "/-/reload") => text(StatusCode::METHOD_NOT_ALLOWED, "use POST /-/reload\n"),
-        (&Method::GET | &Method::HEAD, "/") => landing(state).await,
+        (&Method::GET | &Method::HEAD, "/") => status_page(&req, state).await,
+        (&Method::GET | &Method::HEAD, "/api/v1/services") => services_api(&req, state).await,
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
@@ -684,77 +686,25 @@ async fn metrics(req: &Request<Incoming>, state: &AppState) -> Response<Full<Byt
     }
 }
 
-fn escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '&' => o.push_str("&amp;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
-    }
-    o
+/// `/`: the status page ([`crate::status::page`]).
+async fn status_page(req: &Request<Incoming>, state: &AppState) -> Response<Full<Bytes>> {
+    let filter = status::filter_of(req.uri().query());
+    let snapshot = status::snapshot(&state.reloader, filter).await;
+    let body = status::page::render(&snapshot, &state.telemetry_path);
+    with_type(Bytes::from(body), "text/html; charset=utf-8")
 }
 
-async fn landing(state: &AppState) -> Response<Full<Bytes>> {
-    let rows = state.reloader.status().await;
-    let mut h = String::with_capacity(4096 + rows.len() * 256);
-    h.push_str(concat!(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>netmon</title>",
-        "<meta http-equiv=\"refresh\" content=\"10\">",
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}",
-        "td,th{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left}",
-        ".up{color:#080}.down{color:#b00}.unknown,.paused{color:#888}</style></head><body>\n",
-        "<h1>netmon</h1>\n"
-    ));
-    let _ = writeln!(
-        h,
-        "<p>{} services from {}. <a href=\"{}\">Metrics</a> · <a href=\"/-/healthy\">Health</a></p>",
-        rows.len(),
-        escape(&state.reloader.source().to_string()),
-        escape(&state.telemetry_path)
-    );
-    h.push_str("<table><tr><th>Host</th><th>Service</th><th>Protocol</th><th>State</th><th>Latency</th><th>Last check</th><th>Last error</th></tr>\n");
-    for r in rows {
-        let (class, state_text) = match (r.paused, r.view.up) {
-            (true, _) => ("paused", "PAUSED"),
-            (false, None) => ("unknown", "PENDING"),
-            (false, Some(true)) => ("up", "UP"),
-            (false, Some(false)) => ("down", "DOWN"),
-        };
-        let latency = r
-            .view
-            .latency
-            .map(|l| format!("{:.3} ms", l.as_secs_f64() * 1e3))
-            .unwrap_or_default();
-        let last = r
-            .view
-            .last_check
-            .map(|t| humantime::format_rfc3339_seconds(t).to_string())
-            .unwrap_or_default();
-        let err = if r.view.failing {
-            r.view.last_error.clone().unwrap_or_default()
-        } else {
-            String::new()
-        };
-        let _ = writeln!(
-            h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{state_text}</td><td>{latency}</td><td>{last}</td><td>{}</td></tr>",
-            escape(&r.service.host),
-            escape(&r.service.name),
-            r.service.protocol,
-            escape(&err)
-        );
-    }
-    h.push_str("</table></body></html>\n");
-    let mut resp = Response::new(Full::new(Bytes::from(h)));
-    resp.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
+/// `/api/v1/services`: the status page's data as JSON (docs/status.md).
+async fn services_api(req: &Request<Incoming>, state: &AppState) -> Response<Full<Bytes>> {
+    let filter = status::filter_of(req.uri().query());
+    let snapshot = status::snapshot(&state.reloader, filter).await;
+    with_type(Bytes::from(status::json(&snapshot)), "application/json")
+}
+
+fn with_type(body: Bytes, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
 

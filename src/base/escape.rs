@@ -1,5 +1,6 @@
 //! Bytes from the network shown in a message: escaped so a log line stays one line of plain
-//! text, and bounded so a chatty peer cannot fill the log.
+//! text, and bounded so a chatty peer cannot fill the log. Text put into HTML (host names,
+//! labels and messages on the status page) is escaped by [`html`].
 
 use std::fmt::Write;
 
@@ -33,9 +34,35 @@ pub fn shown(bytes: &[u8]) -> String {
     out
 }
 
+/// `text` safe inside HTML element content and quoted attribute values: `<`, `>`, `&`, `"`
+/// and `'` become character references.
+pub fn html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn html_escapes_markup_and_both_quotes() {
+        assert_eq!(
+            html(r#"<script>alert("x")</script> & 'y'"#),
+            "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;y&#39;"
+        );
+        assert_eq!(html("héllo"), "héllo");
+    }
 
     #[test]
     fn control_bytes_are_escaped_and_long_input_is_cut() {

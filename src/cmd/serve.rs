@@ -34,7 +34,8 @@ pub async fn start(
         .transpose()?;
     let metrics = Arc::new(Metrics::new());
     let echo_metrics = metrics.echo_server.clone();
-    let mut monitor = Monitor::new(metrics.clone(), args.max_in_flight);
+    let mut monitor = Monitor::new(metrics.clone(), args.max_in_flight)
+        .with_history_results(usize::from(args.history_results));
     let listener = crate::base::listen::bind(&args.listen_address).await?;
     let local = listener
         .local_addr()

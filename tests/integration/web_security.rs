@@ -56,7 +56,13 @@ async fn tls_and_basic_auth_protect_every_endpoint() {
     let n = Netmon::start(&config(), &["--web.config.file", &pki.web_config]);
     let base = format!("https://{}", n.addr);
     let c = client(&pki.ca_pem);
-    for path in ["/metrics", "/", "/-/healthy", "/-/ready"] {
+    for path in [
+        "/metrics",
+        "/",
+        "/api/v1/services",
+        "/-/healthy",
+        "/-/ready",
+    ] {
         let url = format!("{base}{path}");
         let none = c.get(&url).send().await.unwrap();
         assert_eq!(none.status(), 401, "{path} without credentials");
