@@ -11,7 +11,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
-/// The chain a server presented, leaf first, filled by [`Capture`] during the handshake.
+/// The chain a server presented, leaf first, filled by `Capture` during the handshake.
 pub type Chain = Arc<Mutex<Vec<CertificateDer<'static>>>>;
 
 /// The earliest `notAfter` (Unix seconds) among `chain`; certificates that do not parse are
