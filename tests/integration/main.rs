@@ -21,4 +21,5 @@ mod privileges;
 mod prometheus;
 mod reload_atomic;
 mod serve;
+mod status_page;
 mod web_security;

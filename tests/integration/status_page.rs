@@ -7,16 +7,13 @@
 //! Without `chromium` (or `chromedriver`) on the machine the tests say so and pass, unless
 //! `NETMON_REQUIRE_BROWSER=1` (set by `.ci/run`), where a missing browser fails them.
 
-#[path = "support/mod.rs"]
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Netmon, Start, closed_port, tcp_listener};
+use crate::support::{Netmon, Start, closed_port, tcp_listener};
 
 /// The paths of `names`, or `None` (after saying why) when the test cannot run here.
 fn browser<const N: usize>(test: &str, names: [&str; N]) -> Option<[PathBuf; N]> {
