@@ -1,6 +1,7 @@
 //! Inputs that must be refused cheaply and with a clear error: deep nesting, too many errors,
 //! too large a file.
 
+use super::yaml::closes;
 use super::*;
 
 fn errors(text: &str) -> Vec<String> {
