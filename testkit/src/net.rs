@@ -35,3 +35,15 @@ pub fn free_port() -> u16 {
     }
     panic!("no port on 127.0.0.1 free for both TCP and UDP in 100 tries");
 }
+
+/// A TCP port on 127.0.0.1 that accepts every connection and closes it at once, in a thread
+/// that lives as long as the test process (its only work is blocking in `accept`).
+pub fn accepting_port() -> u16 {
+    let (l, port) = tcp_listener();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            drop(c);
+        }
+    });
+    port
+}

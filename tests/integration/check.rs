@@ -80,15 +80,8 @@ fn parse_line(line: &str) -> (String, Vec<Perf>) {
     (text, items)
 }
 
-/// Accepts connections in a thread so every probe connects.
 fn open_port() -> u16 {
-    let (l, port) = tcp_listener();
-    std::thread::spawn(move || {
-        for c in l.incoming() {
-            drop(c);
-        }
-    });
-    port
+    testkit::net::accepting_port()
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{http, metric, series, tcp_listener};
+use crate::support::{http, metric, series};
 use nix::pty::{Winsize, openpty};
 
 const ROWS: u16 = 50;
@@ -210,15 +210,8 @@ impl Drop for Console {
     }
 }
 
-/// Accepts connections forever in a thread; returns the port.
 fn open_port() -> u16 {
-    let (l, port) = tcp_listener();
-    std::thread::spawn(move || {
-        for c in l.incoming() {
-            drop(c);
-        }
-    });
-    port
+    testkit::net::accepting_port()
 }
 
 fn config(port: u16) -> String {

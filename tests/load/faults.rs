@@ -117,10 +117,7 @@ fn can_make_namespace(test: &str) -> bool {
     let Some(why) = namespace_missing() else {
         return true;
     };
-    if std::env::var("NETMON_REQUIRE_PRIVILEGE_TESTS").as_deref() == Ok("1") {
-        panic!("{test}: {why}, and NETMON_REQUIRE_PRIVILEGE_TESTS=1");
-    }
-    eprintln!("skipping {test}: {why} (set NETMON_REQUIRE_PRIVILEGE_TESTS=1 to fail instead)");
+    testkit::process::not_run("NETMON_REQUIRE_PRIVILEGE_TESTS", test, &why);
     false
 }
 
