@@ -162,6 +162,18 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u16).range(0..=1440)
     )]
     pub history_results: u16,
+    /// A `site` label for every probe series of this instance (a service's own `site` label
+    /// is kept), so the same targets probed from several places can be told apart.
+    #[arg(long = "site", value_name = "NAME", value_parser = parse_site)]
+    pub site: Option<String>,
+    /// This instance's shard, 0-based: it probes only the services that rendezvous hashing of
+    /// (host, service) gives to it among --shard.count instances sharing the config.
+    #[arg(long = "shard.index", value_name = "I", requires = "shard_count")]
+    pub shard_index: Option<u32>,
+    /// How many instances share the config's services (see --shard.index).
+    #[arg(long = "shard.count", value_name = "N", requires = "shard_index",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub shard_count: Option<u32>,
     /// Most web connections open at once (lowered to half the open-file limit). At the cap,
     /// the connection idle longest is closed for a new one, or the new one when all are busy.
     #[arg(
@@ -346,6 +358,17 @@ impl From<LogFormat> for logging::Format {
             LogFormat::Json => logging::Format::Json,
         }
     }
+}
+
+/// A `--site` value: a non-empty label value without control characters.
+fn parse_site(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("a site needs a name, e.g. `--site fra1`".into());
+    }
+    if s.chars().any(char::is_control) || s.len() > 128 {
+        return Err("a site name is at most 128 printable characters".into());
+    }
+    Ok(s.to_string())
 }
 
 #[cfg(test)]

@@ -110,6 +110,8 @@ pub struct Metrics {
     pub lateness: Histogram,
     /// `netmon_probes_in_flight`.
     pub in_flight: Gauge,
+    /// `netmon_shard_services`: the services this instance probes, after `--shard.*`.
+    pub shard_services: Gauge,
     /// The hosted echo server's families, registered even without `echo_server:` so a
     /// reload can add one.
     pub echo_server: crate::echo::server::metrics::Metrics,
@@ -129,6 +131,7 @@ impl Metrics {
         let reload_time = FGauge::default();
         let lateness = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         let in_flight = Gauge::default();
+        let shard_services = Gauge::default();
         let ns = registry.sub_registry_with_prefix("netmon");
         ns.register(
             "up",
@@ -185,6 +188,11 @@ impl Metrics {
             lateness.clone(),
         );
         ns.register("probes_in_flight", "Probes running now", in_flight.clone());
+        ns.register(
+            "shard_services",
+            "Services this instance probes: all of the config's, or its shard's share with --shard.count",
+            shard_services.clone(),
+        );
         let probe = ProbeMetrics::register(ns);
         let echo_server = crate::echo::server::metrics::Metrics::register(ns);
         Metrics {
@@ -195,6 +203,7 @@ impl Metrics {
             reload_time,
             lateness,
             in_flight,
+            shard_services,
             echo_server,
             last_size: AtomicUsize::new(0),
         }

@@ -11,6 +11,7 @@
 //! [`Monitor::apply`] reconciles the running tasks with a new config: unchanged services keep
 //! running (and their counters), removed ones stop and their series vanish, new ones start.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +28,7 @@ use crate::base::labels::Labels;
 use crate::base::outcome::{Failure, Outcome, Reason, Target, round_of};
 use crate::base::resolve;
 use crate::base::round::Round;
+use crate::base::shard::Shard;
 use crate::config::error::{ConfigError, ConfigErrors};
 use crate::config::model::{Config, Service};
 use crate::metrics::{Metrics, ServiceMetrics, unix_now};
@@ -168,6 +170,37 @@ pub struct Monitor {
     spread: Duration,
     /// The most results each service's history keeps.
     history_results: usize,
+    /// This instance's site label and shard.
+    placement: Placement,
+}
+
+/// Where this instance stands among others probing the same config: a `site` label for every
+/// probe series (`--site`) and the shard whose services it probes (`--shard.index`,
+/// `--shard.count`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// The `site` label added to every service that does not set one itself.
+    pub site: Option<String>,
+    /// The shard; `None` probes every service.
+    pub shard: Option<Shard>,
+}
+
+impl Placement {
+    /// The services of `config` this instance probes, with the site label added.
+    pub fn services<'c>(&self, config: &'c Config) -> Vec<Cow<'c, Service>> {
+        config
+            .services()
+            .filter(|s| self.shard.is_none_or(|shard| shard.owns(&s.host, &s.name)))
+            .map(|s| match &self.site {
+                Some(site) if !s.labels.contains_key("site") => {
+                    let mut placed = s.clone();
+                    placed.labels.insert("site".into(), site.clone());
+                    Cow::Owned(placed)
+                }
+                _ => Cow::Borrowed(s),
+            })
+            .collect()
+    }
 }
 
 impl std::fmt::Debug for Monitor {
@@ -276,7 +309,13 @@ impl Monitor {
             services: BTreeMap::new(),
             spread: RELOAD_SPREAD,
             history_results: crate::status::history::MAX_RESULTS,
+            placement: Placement::default(),
         }
+    }
+
+    /// This monitor placed among others: a site label, a shard (see [`Placement`]).
+    pub fn with_placement(self, placement: Placement) -> Self {
+        Monitor { placement, ..self }
     }
 
     /// This monitor with services keeping at most `n` results each for the status page
@@ -296,7 +335,8 @@ impl Monitor {
     /// Checks that every service `config` would start (new or changed ones; running ones
     /// stay) builds, without changing anything.
     pub fn check(&self, config: &Config) -> Result<(), ConfigErrors> {
-        let starting = config.services().filter(|s| {
+        let placed = self.placement.services(config);
+        let starting = placed.iter().map(|s| s.as_ref()).filter(|s| {
             self.services
                 .get(&key_of(s))
                 .is_none_or(|r| r.service != **s)
@@ -321,8 +361,9 @@ impl Monitor {
     /// once more only to start it. A service that fails now is in [`Changes::failed`].
     pub async fn apply_checked(&mut self, config: &Config) -> Changes {
         let mut changes = Changes::default();
+        let placed = self.placement.services(config);
         let wanted: BTreeMap<ServiceKey, &Service> =
-            config.services().map(|s| (key_of(s), s)).collect();
+            placed.iter().map(|s| (key_of(s), s.as_ref())).collect();
         let stale: Vec<ServiceKey> = self
             .services
             .iter()
@@ -361,6 +402,9 @@ impl Monitor {
             }
         }
         changes.added = self.services.len() - changes.kept - changes.changed;
+        self.metrics
+            .shard_services
+            .set(i64::try_from(self.services.len()).unwrap_or(i64::MAX));
         // A service the console adds alone starts within the shortest spread.
         self.spread = RELOAD_SPREAD;
         changes

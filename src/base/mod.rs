@@ -10,5 +10,6 @@ pub mod outcome;
 pub mod resolve;
 pub mod round;
 pub mod rxtime;
+pub mod shard;
 pub mod udp;
 pub mod values;

@@ -1,6 +1,7 @@
 //! `netmon serve`: load the config, start the monitor and the web server, reload on SIGHUP or
 //! `POST /-/reload`, and stop cleanly on SIGINT/SIGTERM.
 
+use crate::base::shard::Shard;
 use crate::cli::ServeArgs;
 use crate::config;
 use crate::config::error::LoadError;
@@ -8,7 +9,7 @@ use crate::config::loader::Source;
 use crate::echo::server::EchoServer;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
-use crate::runner::Monitor;
+use crate::runner::{Monitor, Placement};
 use crate::{shutdown, web};
 use anyhow::Context as _;
 use std::sync::Arc;
@@ -34,8 +35,17 @@ pub async fn start(
         .transpose()?;
     let metrics = Arc::new(Metrics::new());
     let echo_metrics = metrics.echo_server.clone();
+    let shard = match (args.shard_index, args.shard_count) {
+        (Some(index), Some(count)) => Some(Shard::new(index, count)?),
+        _ => None,
+    };
+    let placement = Placement {
+        site: args.site.clone(),
+        shard,
+    };
     let mut monitor = Monitor::new(metrics.clone(), args.max_in_flight)
-        .with_history_results(usize::from(args.history_results));
+        .with_history_results(usize::from(args.history_results))
+        .with_placement(placement.clone());
     let listener = crate::base::listen::bind(&args.listen_address).await?;
     let local = listener
         .local_addr()
@@ -64,6 +74,8 @@ pub async fn start(
     info!(
         config = %source,
         services = changes.added,
+        site = placement.site.as_deref().unwrap_or("-"),
+        shard = %placement.shard.map_or_else(|| "-".to_string(), |s| s.to_string()),
         version = env!("CARGO_PKG_VERSION"),
         "netmon started"
     );

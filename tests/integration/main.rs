@@ -21,5 +21,6 @@ mod privileges;
 mod prometheus;
 mod reload_atomic;
 mod serve;
+mod shards;
 mod status_page;
 mod web_security;
