@@ -17,6 +17,7 @@ mod fuzz_regressions;
 mod hostile;
 mod http;
 mod icmp_udp;
+mod multi_site;
 mod privileges;
 mod prometheus;
 mod reload_atomic;
