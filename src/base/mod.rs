@@ -1,12 +1,13 @@
 //! Leaf building blocks every other layer uses and which use nothing of netmon: config value
-//! types, name hints, label sets, probe outcomes, name resolution, listening sockets and the
-//! escaping of received bytes for messages.
+//! types, name hints, label sets, probe outcomes, packet rounds and their quality estimates, name
+//! resolution, listening sockets and the escaping of received bytes for messages.
 
 pub mod escape;
 pub mod hint;
 pub mod labels;
 pub mod listen;
 pub mod outcome;
+pub mod quality;
 pub mod resolve;
 pub mod round;
 pub mod rxtime;

@@ -1,5 +1,5 @@
 //! Per-packet measurements shared by the packet probes (`icmp`, `echo`): the RTT histogram,
-//! packet counters, loss of the last round and jitter.
+//! packet counters, loss of the last round, jitter, and the R-factor and MOS estimated from them.
 //!
 //! A probe collects a [`Round`] (how many it sent, the RTT of each reply in send order) and
 //! hands it to its [`Handles::record`]; the statistics are computed here once so ICMP and echo
@@ -11,6 +11,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::base::labels::{FGauge, Labels};
+use crate::base::quality::Quality;
 use crate::base::round::Round;
 use crate::probe::shape::Families;
 
@@ -27,11 +28,14 @@ pub struct Metrics {
     received: Family<Labels, Counter>,
     loss: Family<Labels, FGauge>,
     jitter: Family<Labels, FGauge>,
+    r_factor: Family<Labels, FGauge>,
+    mos: Family<Labels, FGauge>,
 }
 
 impl Metrics {
     /// Registers `netmon_rtt_seconds`, `netmon_packets_{sent,received}_total`,
-    /// `netmon_packet_loss_ratio` and `netmon_rtt_jitter_seconds`.
+    /// `netmon_packet_loss_ratio`, `netmon_rtt_jitter_seconds`, `netmon_r_factor` and
+    /// `netmon_mos`.
     pub fn register(registry: &mut Registry) -> Self {
         let m = Metrics {
             rtt: Family::new_with_constructor(rtt_histogram),
@@ -39,6 +43,8 @@ impl Metrics {
             received: Family::default(),
             loss: Family::default(),
             jitter: Family::default(),
+            r_factor: Family::default(),
+            mos: Family::default(),
         };
         registry.register_with_unit(
             "rtt",
@@ -67,6 +73,16 @@ impl Metrics {
             Unit::Seconds,
             m.jitter.clone(),
         );
+        registry.register(
+            "r_factor",
+            "E-model R-factor of the last round (0 to 100), from mean RTT, jitter and loss as check_icmp computes it",
+            m.r_factor.clone(),
+        );
+        registry.register(
+            "mos",
+            "Mean opinion score of the last round (1 to 4.5), from its R-factor",
+            m.mos.clone(),
+        );
         m
     }
 
@@ -78,6 +94,8 @@ impl Metrics {
             received: self.received.get_or_create_owned(labels),
             loss: self.loss.get_or_create_owned(labels),
             jitter: self.jitter.get_or_create_owned(labels),
+            r_factor: self.r_factor.get_or_create_owned(labels),
+            mos: self.mos.get_or_create_owned(labels),
             labels: labels.clone(),
             families: self.clone(),
         }
@@ -100,6 +118,8 @@ pub struct Handles {
     received: Counter,
     loss: FGauge,
     jitter: FGauge,
+    r_factor: FGauge,
+    mos: FGauge,
 }
 
 impl Handles {
@@ -114,6 +134,10 @@ impl Handles {
         if let Some(j) = round.jitter() {
             self.jitter.set(j.as_secs_f64());
         }
+        if let Some(q) = Quality::of(round) {
+            self.r_factor.set(q.r_factor);
+            self.mos.set(q.mos);
+        }
     }
 
     /// Removes the service's series.
@@ -124,6 +148,8 @@ impl Handles {
         f.received.remove(&self.labels);
         f.loss.remove(&self.labels);
         f.jitter.remove(&self.labels);
+        f.r_factor.remove(&self.labels);
+        f.mos.remove(&self.labels);
     }
 }
 
@@ -187,9 +213,50 @@ mod tests {
             text.contains("rtt_jitter_seconds{host=\"h\"} 0.002"),
             "{text}"
         );
+        // Mean 2 ms, jitter 2 ms: EL = 16 ms → R = 93.2 − 0.4 = 92.8.
+        assert!((value(&text, "r_factor") - 92.8).abs() < 1e-9, "{text}");
+        assert!((value(&text, "mos") - 4.401409536).abs() < 1e-9, "{text}");
         h.remove();
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
         assert!(!text.contains("host=\"h\""), "{text}");
+    }
+
+    /// The value of `netmon_<name>{host="h"}` in an exposition.
+    fn value(text: &str, name: &str) -> f64 {
+        let prefix = format!("{name}{{host=\"h\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    }
+
+    fn encode(reg: &Registry) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, reg).unwrap();
+        text
+    }
+
+    #[test]
+    fn a_lost_round_is_the_worst_quality_and_an_empty_one_changes_nothing() {
+        let mut reg = Registry::default();
+        let m = Metrics::register(&mut reg);
+        let h = m.handles(&vec![("host".into(), "h".into())]);
+        h.record(&Round {
+            sent: 3,
+            rtts: vec![],
+        });
+        let text = encode(&reg);
+        assert_eq!(value(&text, "r_factor"), 0.0, "{text}");
+        assert_eq!(value(&text, "mos"), 1.0, "{text}");
+        // A round that sent nothing has nothing to judge and keeps the last estimate.
+        h.record(&Round {
+            sent: 1,
+            rtts: vec![ms(30)],
+        });
+        h.record(&Round::default());
+        let text = encode(&reg);
+        assert!((value(&text, "r_factor") - 92.2).abs() < 1e-9, "{text}");
+        assert!(!text.contains("NaN"), "{text}");
     }
 }
