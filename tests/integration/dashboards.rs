@@ -12,9 +12,9 @@ use serde_json::Value;
 
 /// Every metric name netmon exports, from the metrics table of the design contract
 /// (DESIGN.md), plus `netmon_scheduler_lateness_seconds` and `netmon_probes_in_flight`
-/// (src/metrics.rs), `netmon_rtt_jitter_seconds` (ICMP/echo probes) and
-/// `netmon_echo_server_packets_total` (the echo server). Histograms are listed by their base
-/// name; `_bucket`, `_sum` and `_count` follow from [`HISTOGRAMS`].
+/// (src/metrics.rs), `netmon_rtt_jitter_seconds`, `netmon_r_factor` and `netmon_mos` (ICMP/echo
+/// probes) and `netmon_echo_server_packets_total` (the echo server). Histograms are listed by
+/// their base name; `_bucket`, `_sum` and `_count` follow from [`HISTOGRAMS`].
 const EXPORTED: &[&str] = &[
     "netmon_up",
     "netmon_latency_seconds",
@@ -26,6 +26,8 @@ const EXPORTED: &[&str] = &[
     "netmon_packets_received_total",
     "netmon_packet_loss_ratio",
     "netmon_rtt_jitter_seconds",
+    "netmon_r_factor",
+    "netmon_mos",
     "netmon_http_status_code",
     "netmon_http_phase_seconds",
     "netmon_tls_cert_not_after_timestamp_seconds",
@@ -355,6 +357,8 @@ fn every_metric_in_dashboards_and_rules_is_one_netmon_exports() {
         "netmon_packets_received_total",
         "netmon_packet_loss_ratio",
         "netmon_rtt_jitter_seconds",
+        "netmon_r_factor",
+        "netmon_mos",
         "netmon_http_status_code",
         "netmon_http_phase_seconds",
         "netmon_tls_cert_not_after_timestamp_seconds",

@@ -334,6 +334,8 @@ fn substitute(expr: &str, vars: &[(&str, &str)]) -> String {
 const PRODUCERS: &[(&str, &[&str])] = &[
     ("netmon_rtt_seconds", &["icmp", "echo"]),
     ("netmon_rtt_jitter_seconds", &["icmp", "echo"]),
+    ("netmon_r_factor", &["icmp", "echo"]),
+    ("netmon_mos", &["icmp", "echo"]),
     ("netmon_packets_sent_total", &["icmp", "echo"]),
     ("netmon_packets_received_total", &["icmp", "echo"]),
     ("netmon_packet_loss_ratio", &["icmp", "echo"]),
