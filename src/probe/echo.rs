@@ -378,6 +378,7 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("packet_loss_ratio{service=\"echo\"} 0.0"), "{t}");
+        assert!(t.contains("\nmos{service=\"echo\"} 4."), "{t}");
         p.forget();
         assert!(!text(&preg).contains("service=\"echo\""));
         server.stop().await;
@@ -424,7 +425,10 @@ mod tests {
         let (p, reg) = probe(options(addr.port()));
         let e = p.run(&target()).await.unwrap_err();
         assert_eq!(e.reason, Reason::Timeout, "{e}");
-        assert!(text(&reg).contains("packet_loss_ratio{service=\"echo\"} 1.0"));
+        let t = text(&reg);
+        assert!(t.contains("packet_loss_ratio{service=\"echo\"} 1.0"), "{t}");
+        assert!(t.contains("\nr_factor{service=\"echo\"} 0.0"), "{t}");
+        assert!(t.contains("\nmos{service=\"echo\"} 1.0"), "{t}");
 
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = s.local_addr().unwrap().port();

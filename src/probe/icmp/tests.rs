@@ -105,6 +105,13 @@ async fn loopback_round(s: Arc<IcmpSocket>, host: &str) {
         "{text}"
     );
     assert!(text.contains("packet_loss_ratio{host=\"h\"} 0.0"), "{text}");
+    // Under 50 ms of RTT and jitter with no loss, R stays above 93.2 − 160/40.
+    let mos: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("mos{host=\"h\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no mos in {text}"));
+    assert!(mos > 4.3 && mos < 4.41, "{text}");
 }
 
 #[tokio::test]
@@ -415,6 +422,8 @@ async fn no_reply_is_loss_with_full_loss_ratio() {
         "{text}"
     );
     assert!(text.contains("packet_loss_ratio{host=\"h\"} 1.0"), "{text}");
+    assert!(text.contains("\nr_factor{host=\"h\"} 0.0"), "{text}");
+    assert!(text.contains("\nmos{host=\"h\"} 1.0"), "{text}");
     assert!(s.table.waiters.lock().unwrap().is_empty());
 }
 
