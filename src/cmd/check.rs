@@ -9,7 +9,9 @@
 //! is the worst of the results: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
 //!
 //! Thresholds use the Nagios range syntax (see [`Range`]) for the latency in seconds and, where
-//! a protocol reports packet loss (`netmon_packet_loss_ratio`), for the loss in percent.
+//! a protocol reports packet loss (`netmon_packet_loss_ratio`), for the loss in percent. Such
+//! protocols also add the round's mean opinion score to the performance data, as check_icmp's
+//! MOS mode does (`mos=4.39;;;0;5`).
 
 use std::fmt;
 use std::process::ExitCode;
@@ -17,6 +19,7 @@ use std::time::Duration as StdDuration;
 
 use crate::base::hint::Dialect;
 use crate::base::outcome::{Outcome, Target, round_of};
+use crate::base::quality::Quality;
 use crate::cli::CheckArgs;
 use crate::config;
 use crate::config::model::Service;
@@ -407,6 +410,8 @@ pub struct Verdict {
     pub outcome: Result<Outcome, String>,
     /// Packet loss in percent, where the protocol reports it.
     pub loss_percent: Option<f64>,
+    /// The round's call-quality estimate, where the protocol sends a round of packets.
+    pub quality: Option<Quality>,
     /// The state.
     pub state: State,
 }
@@ -434,15 +439,15 @@ async fn probe_once(service: &Service, plan: &Plan, metrics: &Metrics) -> Verdic
             Ok(crate::runner::run_with_timeout(&*p, &target, timeout).await)
         }
     };
-    let loss_percent = match &outcome {
-        Ok(o) => round_of(o).map(|r| r.loss_ratio() * 100.0),
-        Err(_) => None,
-    };
+    let round = outcome.as_ref().ok().and_then(round_of);
+    let loss_percent = round.map(|r| r.loss_ratio() * 100.0);
+    let quality = round.and_then(Quality::of);
     let state = judge(&outcome, loss_percent, &plan.warning, &plan.critical);
     Verdict {
         service: service.clone(),
         outcome,
         loss_percent,
+        quality,
         state,
     }
 }
@@ -526,6 +531,11 @@ pub fn line(v: &Verdict, plan: &Plan, prefix: &str) -> String {
                     perf_range(&w.loss),
                     perf_range(&c.loss)
                 ));
+            }
+            if let Some(q) = v.quality {
+                // check_icmp's field: no thresholds here (-w/-c are latency and loss), and its
+                // 0..5 bounds so graphs of both tools share an axis.
+                perf.push_str(&format!(" {}={:.2};;;0;5", label("mos"), q.mos));
             }
             format!("{text} | {perf}")
         }
@@ -658,6 +668,48 @@ mod tests {
             verdicts[0]
         );
         assert_eq!(verdicts[0].loss_percent, Some(100.0));
+        assert_eq!(verdicts[0].quality, Some(Quality::WORST));
+    }
+
+    #[tokio::test]
+    async fn a_round_of_packets_adds_its_mos_to_the_performance_data() {
+        use clap::Parser;
+        let reflector = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let port = reflector.local_addr().unwrap().port().to_string();
+        let echo = tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = reflector.recv_from(&mut buf).await {
+                let _ = reflector.send_to(&buf[..n], from).await;
+            }
+        });
+        let cli = crate::cli::Cli::try_parse_from([
+            "netmon",
+            "check",
+            "echo",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "-o",
+            "count=2",
+            "-o",
+            "packet_interval=10ms",
+        ])
+        .unwrap();
+        let Some(crate::cli::Command::Check(args)) = cli.command else {
+            panic!("not a check command");
+        };
+        let plan = plan(&args).unwrap();
+        let verdicts = execute(&plan).await;
+        echo.abort();
+        let text = line(&verdicts[0], &plan, "");
+        // Loopback: no loss and well under 160 ms, so MOS is above 4.3.
+        let mos: f64 = text
+            .split_once(" mos=")
+            .and_then(|(_, rest)| rest.strip_suffix(";;;0;5"))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no mos in {text}"));
+        assert!(mos > 4.3 && mos < 4.41, "{text}");
+        assert!(text.contains(" pl=0%;;;0;100 mos="), "{text}");
     }
 
     /// `plan` for `netmon check ARGS`, or the UNKNOWN reason.
