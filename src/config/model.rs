@@ -26,6 +26,9 @@ pub struct Config {
     pub targets: Vec<Target>,
     /// `echo_server:`: the echo server hosted by `serve`, if any.
     pub echo_server: Option<Settings>,
+    /// `global: { labels: ... }`: labels on every probe series; a target's own label of the
+    /// same name wins. Already merged into each service's `labels`.
+    pub global_labels: BTreeMap<String, String>,
 }
 
 /// The `defaults:` section.

@@ -36,6 +36,14 @@ pub fn to_yaml(config: &Config) -> Result<String, SaveError> {
     if !defaults.is_empty() {
         root.insert("defaults".into(), Value::Mapping(defaults));
     }
+    if !config.global_labels.is_empty() {
+        let mut global = Mapping::new();
+        global.insert(
+            "labels".into(),
+            serde_yaml::to_value(&config.global_labels)?,
+        );
+        root.insert("global".into(), Value::Mapping(global));
+    }
     let mut targets = Mapping::new();
     for t in &config.targets {
         targets.insert(t.host.clone().into(), target(t)?);

@@ -118,7 +118,8 @@ pub fn load_as(text: &str, file: &str, dialect: Dialect) -> Result<Config, Confi
     }
 }
 
-const TOP_KEYS: [&str; 3] = ["defaults", "targets", "echo_server"];
+const TOP_KEYS: [&str; 4] = ["defaults", "targets", "echo_server", "global"];
+const GLOBAL_KEYS: [&str; 1] = ["labels"];
 const DEFAULTS_KEYS: [&str; 2] = ["interval", "timeout"];
 const TARGET_KEYS: [&str; 4] = ["services", "interval", "timeout", "labels"];
 /// Keys every service mapping may have; the rest belong to the protocol.
@@ -212,7 +213,16 @@ impl Loader<'_> {
             self.err_at((1, 1), "missing `targets:`: list the hosts to monitor, e.g. `targets: {localhost: {services: [ICMP]}}`");
             return None;
         };
-        let targets = self.targets(targets_node, &defaults);
+        let global_labels = root
+            .get_node("global")
+            .map(|n| self.global(n))
+            .unwrap_or_default();
+        let mut targets = self.targets(targets_node, &defaults);
+        for service in targets.iter_mut().flat_map(|t| t.services.iter_mut()) {
+            for (k, v) in &global_labels {
+                service.labels.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
         let echo_server = root
             .get_node("echo_server")
             .and_then(|n| self.echo_server(n));
@@ -220,6 +230,7 @@ impl Loader<'_> {
             defaults,
             targets,
             echo_server,
+            global_labels,
         })
     }
 
@@ -471,6 +482,21 @@ impl Loader<'_> {
             }
         }
         Some(target)
+    }
+
+    /// `global:`: what applies to the whole instance, today its constant labels.
+    fn global(&mut self, node: &Node) -> BTreeMap<String, String> {
+        let Some(map) = node.as_mapping() else {
+            self.err(
+                node.span(),
+                "`global` must be a mapping, e.g. `global: {labels: {site: fra1}}`",
+            );
+            return BTreeMap::new();
+        };
+        self.unknown_keys(map, &GLOBAL_KEYS, "in `global`");
+        map.get_node("labels")
+            .map(|n| self.labels(n))
+            .unwrap_or_default()
     }
 
     fn labels(&mut self, node: &Node) -> BTreeMap<String, String> {

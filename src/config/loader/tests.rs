@@ -132,3 +132,40 @@ fn a_url_as_a_target_key_says_where_the_url_goes() {
         "`tcp://[::1]:22` is a URL, not a host name: write `add ::1 PROTOCOL:22`"
     );
 }
+
+#[test]
+fn global_labels_reach_every_service_and_a_target_label_wins() {
+    let c = load(
+        "global: { labels: { site: fra1, team: net } }\ntargets:\n  a.example: { services: [ICMP] }\n  b.example: { labels: { site: ams1 }, services: [\"TCP:22\"] }\n",
+        "netmon.yml",
+    )
+    .unwrap();
+    let labels: Vec<_> = c.services().map(|s| s.labels.clone()).collect();
+    assert_eq!(labels[0].get("site").map(String::as_str), Some("fra1"));
+    assert_eq!(labels[0].get("team").map(String::as_str), Some("net"));
+    assert_eq!(labels[1].get("site").map(String::as_str), Some("ams1"));
+    assert_eq!(labels[1].get("team").map(String::as_str), Some("net"));
+    // The target keeps only what it wrote, so saving does not copy the global labels into it.
+    assert_eq!(c.targets[0].labels.len(), 0);
+    let saved = crate::config::save::to_yaml(&c).unwrap();
+    assert_eq!(load(&saved, "saved.yml").unwrap(), c, "{saved}");
+}
+
+#[test]
+fn global_takes_only_labels_and_checks_them_as_a_target_does() {
+    let e = load(
+        "global: { label: { site: x } }\ntargets: { a: { services: [ICMP] } }\n",
+        "netmon.yml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("1:11: unknown key `label` in `global`"), "{e}");
+    assert!(e.contains("did you mean `labels`"), "{e}");
+    let e = load(
+        "global: { labels: { host: x } }\ntargets: { a: { services: [ICMP] } }\n",
+        "netmon.yml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("label `host` is set by netmon itself"), "{e}");
+}
