@@ -128,7 +128,7 @@ const INVALID: &[(&str, &[&str])] = &[
     (
         "invalid-unknown-top-key.yml",
         &[
-            "1:1: unknown key `target` at the top level (did you mean `targets`?); valid keys: defaults, targets, echo_server",
+            "1:1: unknown key `target` at the top level (did you mean `targets`?); valid keys: defaults, targets, echo_server, global",
             "1:1: missing `targets:`: list the hosts to monitor, e.g. `targets: {localhost: {services: [ICMP]}}`",
         ],
     ),

@@ -89,13 +89,16 @@ impl Console {
             dir,
         };
         c.wait_raw("netmon> ");
-        let raw = c.raw.lock().unwrap().clone();
-        c.addr = raw
-            .split("address=")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .expect("listen address in the log")
-            .to_string();
+        // The log line and the prompt share the terminal; on a busy machine the prompt can
+        // come first, so wait for the whole address, not only for the prompt.
+        let address = |c: &Console| {
+            let raw = c.raw.lock().unwrap().clone();
+            let rest = raw.split("address=").nth(1)?.to_string();
+            let end = rest.find(char::is_whitespace)?;
+            Some(rest[..end].to_string())
+        };
+        c.wait("the listen address in the log", |c| address(c).is_some());
+        c.addr = address(&c).expect("the listen address in the log");
         c
     }
 
