@@ -191,6 +191,8 @@ impl Reloader {
         {
             return Err(self.refused(LoadError::Echo(e)));
         }
+        // Only once nothing can refuse the reload any more: a refused one changes nothing.
+        crate::base::resolve::configure(&config.defaults.resolver.clone().unwrap_or_default());
         let changes = monitor.apply_checked(&config).await;
         if !changes.failed.is_empty() {
             self.metrics.reloaded(false);

@@ -31,8 +31,10 @@ use hickory_resolver::proto::rr::{Name, RecordType};
 use hickory_resolver::{Hosts, system_conf};
 use tracing::warn;
 
+use serde::{Deserialize, Serialize};
+
 use crate::base::outcome::{Failure, Reason};
-use crate::base::values::IpPreference;
+use crate::base::values::{self, IpPreference};
 
 /// Bounds on how long a found address stays cached, whatever TTL its answer carried: at
 /// least a second, so names published with TTL 0 are not asked for by every probe of every
@@ -46,6 +48,106 @@ pub const NEGATIVE_TTL: RangeInclusive<Duration> = Duration::from_secs(1)..=Dura
 
 /// The budget of lookups made outside a probe (the echo client).
 pub const DEFAULT_BUDGET: Duration = Duration::from_secs(2);
+
+/// `defaults: { resolver: ... }`: which name servers to ask and how long answers are kept.
+/// The default is the system's: resolv.conf's servers, answers cached for their TTL within
+/// [`POSITIVE_TTL`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Name servers to ask instead of resolv.conf's, as `IP` (port 53) or `IP:PORT`
+    /// (`[v6]:PORT`); /etc/hosts is still read first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nameservers: Vec<String>,
+    /// Whether answers are cached for their TTL (`false`: every probe asks).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub cache: bool,
+    /// The shortest time an answer is kept, whatever its TTL (default 1s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_ttl: Option<values::Duration>,
+    /// The longest time an answer is kept, whatever its TTL (default 1h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ttl: Option<values::Duration>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            nameservers: Vec::new(),
+            cache: true,
+            min_ttl: None,
+            max_ttl: None,
+        }
+    }
+}
+
+impl Settings {
+    /// The name servers as socket addresses, or what is wrong with one.
+    pub fn servers(&self) -> Result<Vec<SocketAddr>, String> {
+        self.nameservers
+            .iter()
+            .map(|n| {
+                let bare = n.trim_start_matches('[').trim_end_matches(']');
+                bare.parse::<IpAddr>()
+                    .map(|ip| SocketAddr::new(ip, 53))
+                    .or_else(|_| n.parse::<SocketAddr>())
+                    .map_err(|_| {
+                        format!("name server `{n}` is not an IP address or IP:PORT, e.g. `9.9.9.9` or `127.0.0.1:5353` (names cannot be resolved before there is a resolver)")
+                    })
+            })
+            .collect()
+    }
+
+    /// Checks what serde cannot: the addresses and the TTL bounds.
+    pub fn validate(&self) -> Result<(), String> {
+        self.servers()?;
+        if let (Some(min), Some(max)) = (self.min_ttl, self.max_ttl) {
+            if min.0 > max.0 {
+                return Err(format!("min_ttl ({min}) is above max_ttl ({max})"));
+            }
+        }
+        Ok(())
+    }
+
+    fn ttl(&self) -> RangeInclusive<Duration> {
+        self.min_ttl.map_or(*POSITIVE_TTL.start(), |d| d.0)
+            ..=self.max_ttl.map_or(*POSITIVE_TTL.end(), |d| d.0)
+    }
+}
+
+/// What [`configure`] set last; the system resolver is rebuilt when it changes.
+static SETTINGS: Mutex<Option<Settings>> = Mutex::new(None);
+
+/// Uses `settings` for every lookup from now on (start-up and every reload call it with the
+/// configuration's `defaults.resolver`, or the default).
+pub fn configure(settings: &Settings) {
+    let mut current = SETTINGS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if current.as_ref() != Some(settings) {
+        *current = Some(settings.clone());
+        // The next lookup builds a resolver with them.
+        *SYSTEM
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+}
+
+fn settings() -> Settings {
+    SETTINGS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+        .unwrap_or_default()
+}
 
 /// How often the resolver files are checked for changes.
 const RECHECK: Duration = Duration::from_secs(5);
@@ -204,12 +306,21 @@ struct Lookups {
 
 impl Lookups {
     /// A resolver over `config` and `options` (as read from resolv.conf) and `hosts`.
-    fn new(config: ResolverConfig, mut options: ResolverOpts, hosts: Hosts) -> Lookups {
+    fn new(
+        config: ResolverConfig,
+        mut options: ResolverOpts,
+        hosts: Hosts,
+        settings: &Settings,
+    ) -> Lookups {
         // /etc/hosts is consulted here first, as a whole: the resolver's own use of it would
         // ask DNS for the AAAA of a name listed with only an IPv4 address.
         options.use_hosts_file = ResolveHosts::Never;
-        options.positive_min_ttl = Some(*POSITIVE_TTL.start());
-        options.positive_max_ttl = Some(*POSITIVE_TTL.end());
+        let ttl = settings.ttl();
+        options.positive_min_ttl = Some(*ttl.start());
+        options.positive_max_ttl = Some(*ttl.end());
+        if !settings.cache {
+            options.cache_size = 0;
+        }
         options.negative_min_ttl = Some(*NEGATIVE_TTL.start());
         options.negative_max_ttl = Some(*NEGATIVE_TTL.end());
         let resolver = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
@@ -365,18 +476,36 @@ fn system() -> Arc<Lookups> {
         }
     }
     let stamp = Stamp::of(&files);
-    let (config, options) = match system_conf::read_system_conf() {
-        Ok(c) => c,
-        Err(e) => {
-            // glibc's rule when resolv.conf names no server: ask the local machine.
-            warn!(file = RESOLV_CONF, error = %e, "cannot read the resolver configuration; asking 127.0.0.1");
-            let mut config = ResolverConfig::default();
-            config.name_servers = vec![NameServerConfig::udp_and_tcp(IpAddr::from([127, 0, 0, 1]))];
-            (config, ResolverOpts::default())
+    let settings = settings();
+    let configured = settings.servers().unwrap_or_default();
+    let (config, options) = if !configured.is_empty() {
+        let mut config = ResolverConfig::default();
+        config.name_servers = configured
+            .iter()
+            .map(|a| {
+                let mut ns = NameServerConfig::udp_and_tcp(a.ip());
+                for c in &mut ns.connections {
+                    c.port = a.port();
+                }
+                ns
+            })
+            .collect();
+        (config, ResolverOpts::default())
+    } else {
+        match system_conf::read_system_conf() {
+            Ok(c) => c,
+            Err(e) => {
+                // glibc's rule when resolv.conf names no server: ask the local machine.
+                warn!(file = RESOLV_CONF, error = %e, "cannot read the resolver configuration; asking 127.0.0.1");
+                let mut config = ResolverConfig::default();
+                config.name_servers =
+                    vec![NameServerConfig::udp_and_tcp(IpAddr::from([127, 0, 0, 1]))];
+                (config, ResolverOpts::default())
+            }
         }
     };
     let hosts = Hosts::from_system().unwrap_or_default();
-    let lookups = Arc::new(Lookups::new(config, options, hosts));
+    let lookups = Arc::new(Lookups::new(config, options, hosts, &settings));
     *slot = Some(Loaded {
         runtime,
         lookups: lookups.clone(),
@@ -447,7 +576,12 @@ mod tests {
         config.name_servers = vec![ns];
         let mut static_names = Hosts::default();
         static_names.read_hosts_conf(hosts.as_bytes()).unwrap();
-        Lookups::new(config, ResolverOpts::default(), static_names)
+        Lookups::new(
+            config,
+            ResolverOpts::default(),
+            static_names,
+            &Settings::default(),
+        )
     }
 
     #[tokio::test]

@@ -62,6 +62,7 @@ pub async fn start(
         ),
         None => None,
     };
+    crate::base::resolve::configure(&config.defaults.resolver.clone().unwrap_or_default());
     let changes = monitor.apply_checked(&config).await;
     if !changes.failed.is_empty() {
         monitor.stop_all().await;

@@ -38,6 +38,8 @@ pub struct Defaults {
     pub interval: Option<Duration>,
     /// Timeout for services that set none.
     pub timeout: Option<Duration>,
+    /// `resolver:`: name servers and caching of name lookups; `None` is the system's.
+    pub resolver: Option<crate::base::resolve::Settings>,
 }
 
 /// One host and its services.

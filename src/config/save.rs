@@ -33,6 +33,9 @@ pub fn to_yaml(config: &Config) -> Result<String, SaveError> {
     if let Some(t) = config.defaults.timeout {
         defaults.insert("timeout".into(), serde_yaml::to_value(t)?);
     }
+    if let Some(r) = &config.defaults.resolver {
+        defaults.insert("resolver".into(), serde_yaml::to_value(r)?);
+    }
     if !defaults.is_empty() {
         root.insert("defaults".into(), Value::Mapping(defaults));
     }

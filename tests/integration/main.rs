@@ -21,6 +21,7 @@ mod multi_site;
 mod privileges;
 mod prometheus;
 mod reload_atomic;
+mod resolver;
 mod serve;
 mod shards;
 mod status_page;

@@ -120,7 +120,7 @@ pub fn load_as(text: &str, file: &str, dialect: Dialect) -> Result<Config, Confi
 
 const TOP_KEYS: [&str; 4] = ["defaults", "targets", "echo_server", "global"];
 const GLOBAL_KEYS: [&str; 1] = ["labels"];
-const DEFAULTS_KEYS: [&str; 2] = ["interval", "timeout"];
+const DEFAULTS_KEYS: [&str; 3] = ["interval", "timeout", "resolver"];
 const TARGET_KEYS: [&str; 4] = ["services", "interval", "timeout", "labels"];
 /// Keys every service mapping may have; the rest belong to the protocol.
 const COMMON_SERVICE_KEYS: [&str; 4] = ["type", "name", "interval", "timeout"];
@@ -339,8 +339,18 @@ impl Loader<'_> {
             );
             return None;
         }
-        let settings = match marked_yaml::from_node::<crate::echo::settings::Settings>(node) {
-            Ok(s) => s,
+        let settings: crate::echo::settings::Settings = self.section(node, "echo_server")?;
+        if let Err(m) = settings.validate() {
+            self.err(node.span(), format!("`echo_server`: {m}"));
+            return None;
+        }
+        Some(settings)
+    }
+
+    /// A section read by its own serde type, its errors placed at the key at fault.
+    fn section<T: serde::de::DeserializeOwned>(&mut self, node: &Node, what: &str) -> Option<T> {
+        match marked_yaml::from_node::<T>(node) {
+            Ok(s) => Some(s),
             Err(e) => {
                 let mut at = e
                     .start_mark()
@@ -356,19 +366,31 @@ impl Loader<'_> {
                             at = line_col(k.span());
                         }
                         format!(
-                            "unknown key `{field}` in `echo_server`{}; valid keys: {}",
+                            "unknown key `{field}` in `{what}`{}; valid keys: {}",
                             did_you_mean(field, expected.iter().copied()),
                             expected.join(", ")
                         )
                     }
-                    other => format!("`echo_server`: {other}"),
+                    other => format!("`{what}`: {other}"),
                 };
                 self.err_at(at, message);
-                return None;
+                None
             }
-        };
+        }
+    }
+
+    /// `defaults: { resolver: ... }`.
+    fn resolver(&mut self, node: &Node) -> Option<crate::base::resolve::Settings> {
+        if node.as_mapping().is_none() {
+            self.err(
+                node.span(),
+                "`resolver` must be a mapping, e.g. `resolver: {nameservers: [\"127.0.0.1:5353\"]}`",
+            );
+            return None;
+        }
+        let settings: crate::base::resolve::Settings = self.section(node, "resolver")?;
         if let Err(m) = settings.validate() {
-            self.err(node.span(), format!("`echo_server`: {m}"));
+            self.err(node.span(), format!("`resolver`: {m}"));
             return None;
         }
         Some(settings)
@@ -391,6 +413,7 @@ impl Loader<'_> {
                 self.defaults_timeout_at = key_at(map, "timeout");
                 self.duration(n, "timeout")
             }),
+            resolver: map.get_node("resolver").and_then(|n| self.resolver(n)),
         }
     }
 

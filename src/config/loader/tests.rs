@@ -169,3 +169,51 @@ fn global_takes_only_labels_and_checks_them_as_a_target_does() {
     .to_string();
     assert!(e.contains("label `host` is set by netmon itself"), "{e}");
 }
+
+#[test]
+fn a_resolver_block_names_servers_and_the_cache() {
+    let c = load(
+        "defaults:\n  resolver: { nameservers: [\"127.0.0.1:5353\", 9.9.9.9, \"[::1]:53\"], cache: false, min_ttl: 5s, max_ttl: 1m }\ntargets: { a: { services: [ICMP] } }\n",
+        "netmon.yml",
+    )
+    .unwrap();
+    let r = c.defaults.resolver.clone().unwrap();
+    assert_eq!(
+        r.servers().unwrap(),
+        vec![
+            "127.0.0.1:5353".parse().unwrap(),
+            "9.9.9.9:53".parse().unwrap(),
+            "[::1]:53".parse().unwrap()
+        ]
+    );
+    assert!(!r.cache);
+    let saved = crate::config::save::to_yaml(&c).unwrap();
+    assert_eq!(load(&saved, "saved.yml").unwrap(), c, "{saved}");
+}
+
+#[test]
+fn a_wrong_resolver_block_says_what_to_write() {
+    let err = |yaml: &str| {
+        load(
+            &format!("defaults:\n  resolver: {yaml}\ntargets: {{ a: {{ services: [ICMP] }} }}\n"),
+            "netmon.yml",
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    let e = err("{ nameservers: [dns.google] }");
+    assert!(
+        e.contains("name server `dns.google` is not an IP address or IP:PORT"),
+        "{e}"
+    );
+    let e = err("{ nameserver: [9.9.9.9] }");
+    assert!(
+        e.contains("2:15: unknown key `nameserver` in `resolver`"),
+        "{e}"
+    );
+    assert!(e.contains("did you mean `nameservers`"), "{e}");
+    let e = err("{ min_ttl: 10m, max_ttl: 1m }");
+    assert!(e.contains("min_ttl (10m) is above max_ttl (1m)"), "{e}");
+    let e = err("9.9.9.9");
+    assert!(e.contains("`resolver` must be a mapping"), "{e}");
+}
