@@ -47,6 +47,18 @@ const INVALID: &[(&str, &[&str])] = &[
         &["4:16: interval 10ms is too short: the minimum is 100ms"],
     ),
     (
+        "invalid-host-label-too-long.yml",
+        &[
+            "2:3: host name `www.xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…` has a label of 64 bytes (`xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…`): each part between dots has at most 63 bytes; shorten it or write the IP address",
+        ],
+    ),
+    (
+        "invalid-too-many-labels.yml",
+        &[
+            "3:261: target `example.com` has 34 labels, more than the 32 allowed (each is on every series of the target): remove 2 of them",
+        ],
+    ),
+    (
         "invalid-label-name.yml",
         &[
             "3:15: `9lives` is not a valid label name: use letters, digits and `_`, not starting with a digit or `__`",

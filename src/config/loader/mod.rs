@@ -16,8 +16,11 @@ use crate::base::values::Duration;
 use crate::config::error::{ConfigError, ConfigErrors, LoadError, MAX_SHOWN};
 use crate::config::model::{Config, Defaults, Target};
 
+mod limits;
 mod service;
 mod yaml;
+
+pub use limits::{MAX_HOST_LABEL, MAX_HOST_NAME, MAX_LABEL_NAME, MAX_LABEL_VALUE, MAX_LABELS};
 
 pub use yaml::MAX_DEPTH;
 use yaml::{too_deep, unclosed_bracket};
@@ -448,6 +451,10 @@ impl Loader<'_> {
             );
             return None;
         }
+        if let Some(message) = limits::host_name_too_long(name) {
+            self.err(host.span(), message);
+            return None;
+        }
         let Some(map) = node.as_mapping() else {
             self.err(node.span(), format!("target `{name}` must be a mapping with `services:`, e.g. `{name}: {{services: [ICMP]}}`"));
             return None;
@@ -462,7 +469,7 @@ impl Loader<'_> {
             .and_then(|n| self.duration(n, "timeout"));
         let labels = map
             .get_node("labels")
-            .map(|n| self.labels(n))
+            .map(|n| self.labels(n, &format!("target `{name}`"), "the target"))
             .unwrap_or_default();
         let mut target = Target {
             host: name.to_string(),
@@ -518,11 +525,13 @@ impl Loader<'_> {
         };
         self.unknown_keys(map, &GLOBAL_KEYS, "in `global`");
         map.get_node("labels")
-            .map(|n| self.labels(n))
+            .map(|n| self.labels(n, "`global`", "every service"))
             .unwrap_or_default()
     }
 
-    fn labels(&mut self, node: &Node) -> BTreeMap<String, String> {
+    /// `labels:` of `owner` (``target `h` `` or `` `global` ``), whose labels are on every
+    /// series of `scope`.
+    fn labels(&mut self, node: &Node, owner: &str, scope: &str) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         let Some(map) = node.as_mapping() else {
             self.err(
@@ -531,13 +540,32 @@ impl Loader<'_> {
             );
             return out;
         };
-        for (k, v) in map.iter() {
+        if let Some((extra, _)) = map.iter().nth(MAX_LABELS) {
+            self.err(
+                extra.span(),
+                format!(
+                    "{owner} has {} labels, more than the {MAX_LABELS} allowed (each is on every series of {scope}): remove {} of them",
+                    map.len(),
+                    map.len() - MAX_LABELS
+                ),
+            );
+        }
+        for (k, v) in map.iter().take(MAX_LABELS) {
             let key = k.as_str();
             let valid = key
                 .chars()
                 .enumerate()
                 .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
-            if key.is_empty() || !valid || key.starts_with("__") {
+            if key.len() > MAX_LABEL_NAME {
+                self.err(
+                    k.span(),
+                    format!(
+                        "label name `{}` is {} bytes long: at most {MAX_LABEL_NAME} are allowed; shorten it",
+                        limits::quoted(key),
+                        key.len()
+                    ),
+                );
+            } else if key.is_empty() || !valid || key.starts_with("__") {
                 self.err(k.span(), format!("`{key}` is not a valid label name: use letters, digits and `_`, not starting with a digit or `__`"));
             } else if RESERVED_LABELS.contains(&key) {
                 self.err(
@@ -545,7 +573,17 @@ impl Loader<'_> {
                     format!("label `{key}` is set by netmon itself; choose another name"),
                 );
             } else if let Some(s) = v.as_scalar() {
-                out.insert(key.to_string(), s.as_str().to_string());
+                if s.as_str().len() > MAX_LABEL_VALUE {
+                    self.err(
+                        s.span(),
+                        format!(
+                            "the value of label `{key}` is {} bytes long: at most {MAX_LABEL_VALUE} are allowed; shorten it",
+                            s.as_str().len()
+                        ),
+                    );
+                } else {
+                    out.insert(key.to_string(), s.as_str().to_string());
+                }
             } else {
                 self.err(
                     v.span(),

@@ -217,3 +217,132 @@ fn a_wrong_resolver_block_says_what_to_write() {
     let e = err("9.9.9.9");
     assert!(e.contains("`resolver` must be a mapping"), "{e}");
 }
+
+#[test]
+fn a_host_name_longer_than_dns_allows_is_an_error_at_its_key() {
+    let long = format!("{}.example", "a.".repeat(125));
+    assert_eq!(long.len(), 258);
+    let e = errors(&format!(
+        "targets:\n  ok.test: {{services: [ICMP]}}\n  {long}: {{services: [ICMP]}}\n"
+    ));
+    assert_eq!(
+        e,
+        [format!(
+            "t.yml:3:3: host name `{}…` is 258 bytes long: a DNS name has at most 253 bytes; shorten it or write the IP address",
+            &long[..40]
+        )]
+    );
+    // 253 bytes, and 253 with the trailing dot of an absolute name, are fine.
+    let limit = format!("{}.{}", "a".repeat(63), "b.".repeat(93) + "ccc");
+    assert_eq!(limit.len(), MAX_HOST_NAME);
+    load(
+        &format!("targets:\n  {limit}: {{services: [ICMP]}}\n  {limit}.: {{services: [ICMP]}}\n"),
+        "t.yml",
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_host_label_longer_than_63_bytes_is_an_error_at_its_key() {
+    let label = "x".repeat(64);
+    let e = errors(&format!(
+        "targets:\n  www.{label}.test:\n    services: [ICMP]\n"
+    ));
+    assert_eq!(
+        e,
+        [format!(
+            "t.yml:2:3: host name `www.{}…` has a label of 64 bytes (`{}…`): each part between dots has at most 63 bytes; shorten it or write the IP address",
+            &label[..36],
+            &label[..40]
+        )]
+    );
+    // IPv6 literals are not names, whatever their length.
+    load(
+        "targets:\n  \"0000:0000:0000:0000:0000:0000:0000:0001\": {services: [ICMP]}\n",
+        "t.yml",
+    )
+    .unwrap();
+}
+
+#[test]
+fn the_console_and_the_command_line_check_host_names_as_a_file_does() {
+    use crate::config::single::OneService;
+    let host = format!("{}.test", "y".repeat(70));
+    for dialect in [Dialect::Console, Dialect::CommandLine] {
+        let one = OneService {
+            host: host.clone(),
+            service: "tcp:22".into(),
+            dialect,
+            ..OneService::default()
+        };
+        let e = one.load("<console>").unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert!(
+            e.0[0].message.contains("has a label of 70 bytes") && e.0[0].line > 0,
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn more_labels_than_the_cap_is_an_error_at_the_first_one_too_many() {
+    let labels: Vec<String> = (0..40).map(|i| format!("l{i}: v")).collect();
+    let text = format!(
+        "targets:\n  h:\n    labels: {{{}}}\n    services: [ICMP]\n",
+        labels.join(", ")
+    );
+    let e = errors(&text);
+    let column = text.lines().nth(2).unwrap().find("l32:").unwrap() + 1;
+    assert_eq!(
+        e,
+        [format!(
+            "t.yml:3:{column}: target `h` has 40 labels, more than the 32 allowed (each is on every series of the target): remove 8 of them"
+        )]
+    );
+    let at_cap: Vec<String> = (0..MAX_LABELS).map(|i| format!("l{i}: v")).collect();
+    let c = load(
+        &format!(
+            "targets:\n  h:\n    labels: {{{}}}\n    services: [ICMP]\n",
+            at_cap.join(", ")
+        ),
+        "t.yml",
+    )
+    .unwrap();
+    assert_eq!(c.targets[0].labels.len(), MAX_LABELS);
+    // `global:` labels are on every series of every service: the same cap.
+    let text = format!(
+        "global: {{labels: {{{}}}}}\ntargets: {{h: {{services: [ICMP]}}}}\n",
+        labels.join(", ")
+    );
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].ends_with("`global` has 40 labels, more than the 32 allowed (each is on every series of every service): remove 8 of them"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn label_names_and_values_beyond_their_lengths_are_errors_at_them() {
+    let name = "n".repeat(MAX_LABEL_NAME + 1);
+    let value = "v".repeat(MAX_LABEL_VALUE + 1);
+    let text = format!(
+        "targets:\n  h:\n    labels:\n      {name}: a\n      site: {value}\n    services: [ICMP]\n"
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            format!(
+                "t.yml:4:7: label name `{}…` is 129 bytes long: at most 128 are allowed; shorten it",
+                &name[..40]
+            ),
+            "t.yml:5:13: the value of label `site` is 1025 bytes long: at most 1024 are allowed; shorten it".to_string(),
+        ]
+    );
+    let text = format!(
+        "targets:\n  h:\n    labels:\n      {}: a\n      site: {}\n    services: [ICMP]\n",
+        &name[1..],
+        &value[1..]
+    );
+    load(&text, "t.yml").unwrap();
+}
