@@ -23,12 +23,15 @@ use crate::config;
 use crate::echo::wire;
 use crate::probe::{dns, http, icmp, tcp, udp};
 
+pub mod deep_yaml;
+
 /// One fuzz target's entry point: arbitrary bytes in, a panic when an invariant breaks.
 pub type Target = fn(&[u8]);
 
 /// The targets, by the names `fuzz/run.sh` and `fuzz/regressions/` use.
-pub const TARGETS: [(&str, Target); 11] = [
+pub const TARGETS: [(&str, Target); 12] = [
     ("config_load", config_load),
+    ("config_deep", config_deep),
     ("web_config", web_config),
     ("echo_wire", echo_wire),
     ("echo_roundtrip", echo_roundtrip),
@@ -96,6 +99,12 @@ pub fn config_load(data: &[u8]) {
             }
         }
     }
+}
+
+/// [`config_load`] on the document [`deep_yaml::document`] builds from `data`: deep block and
+/// flow nesting, long keys and values, huge numbers, netmon's own keys. Asserts the same.
+pub fn config_deep(data: &[u8]) {
+    config_load(deep_yaml::document(data).as_bytes());
 }
 
 /// `config::parse_web_config` (the exporter-toolkit web config): never panics.

@@ -302,7 +302,7 @@ impl Loader<'_> {
                     key.span(),
                     format!(
                         "unknown key `{}` {place}{hint}; valid keys: {}",
-                        key.as_str(),
+                        limits::quoted(key.as_str()),
                         valid.join(", ")
                     ),
                 );

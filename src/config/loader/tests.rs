@@ -346,3 +346,47 @@ fn label_names_and_values_beyond_their_lengths_are_errors_at_them() {
     );
     load(&text, "t.yml").unwrap();
 }
+
+/// splitmix64: a fixed, dependency-free sequence, so every run tries the same documents and a
+/// failure names one that can be rebuilt.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[test]
+fn two_thousand_deep_long_and_malformed_documents_load_or_fail_quickly_without_panic() {
+    const PRNG_START: u64 = 0x6e65_746d_6f6e;
+    // Generous for a debug build on a loaded machine; a release build takes milliseconds.
+    const PER_DOCUMENT: std::time::Duration = std::time::Duration::from_secs(2);
+    let mut state = PRNG_START;
+    let (mut valid, mut deep, mut slowest) = (0, 0, std::time::Duration::ZERO);
+    for i in 0..2_000 {
+        let len = 16 + (splitmix(&mut state) % 240) as usize;
+        let bytes: Vec<u8> = (0..len).map(|_| splitmix(&mut state) as u8).collect();
+        let text = crate::fuzzing::deep_yaml::document(&bytes);
+        let started = std::time::Instant::now();
+        // The fuzz target's own checks: no panic, every error located, a valid config saves
+        // and loads back equal.
+        let outcome = std::panic::catch_unwind(|| crate::fuzzing::config_load(text.as_bytes()));
+        let took = started.elapsed();
+        let shown = limits::quoted(&text.replace('\n', "\\n"));
+        assert!(
+            outcome.is_ok(),
+            "document {i} ({len} bytes of choices) panics: {shown}"
+        );
+        assert!(took < PER_DOCUMENT, "document {i} took {took:?}: {shown}");
+        slowest = slowest.max(took);
+        match load(&text, "t.yml") {
+            Ok(_) => valid += 1,
+            Err(e) if e.0.iter().any(|e| e.message.contains("nested more than")) => deep += 1,
+            Err(_) => {}
+        }
+    }
+    eprintln!("2000 documents: {valid} valid, {deep} refused as too deep, slowest {slowest:?}");
+    // The generator reaches both ends: documents that load and nests beyond the limit.
+    assert!(valid > 0 && deep > 0, "{valid} valid, {deep} too deep");
+}
