@@ -193,16 +193,17 @@ impl Loader<'_> {
             return None;
         }
         let options = LoaderOptions::default().error_on_duplicate_keys(true);
-        let root = match marked_yaml::parse_yaml_with_options(0, text, options) {
+        let mut root = match marked_yaml::parse_yaml_with_options(0, text, options) {
             Ok(root) => root,
             Err(e) => {
                 self.yaml_error(text, e);
                 return None;
             }
         };
-        let Some(root) = root.as_mapping() else {
+        let span = *root.span();
+        let Some(root) = root.as_mapping_mut() else {
             self.err(
-                root.span(),
+                &span,
                 "the top level must be a mapping with a `targets:` key",
             );
             return None;
@@ -212,7 +213,7 @@ impl Loader<'_> {
             Some(n) => self.defaults(n),
             None => Defaults::default(),
         };
-        let Some(targets_node) = root.get_node("targets") else {
+        let Some(targets_node) = root.get_mut("targets") else {
             self.err_at((1, 1), "missing `targets:`: list the hosts to monitor, e.g. `targets: {localhost: {services: [ICMP]}}`");
             return None;
         };
@@ -420,17 +421,23 @@ impl Loader<'_> {
         }
     }
 
-    fn targets(&mut self, node: &Node, defaults: &Defaults) -> Vec<Target> {
-        let Some(map) = node.as_mapping() else {
+    /// Reads the targets, taking each one's YAML out of `node` and dropping it once read: the
+    /// tree with its positions takes some 30 times the text, so keeping it whole while the
+    /// model is built would add the model's memory on top of it.
+    fn targets(&mut self, node: &mut Node, defaults: &Defaults) -> Vec<Target> {
+        let span = *node.span();
+        let Some(map) = node.as_mapping_mut() else {
             self.err(node.span(), "`targets` must be a mapping of host names, e.g. `targets: {localhost: {services: [ICMP]}}`");
             return Vec::new();
         };
         if map.is_empty() {
-            self.err(node.span(), "`targets` is empty: add at least one host");
+            self.err(&span, "`targets` is empty: add at least one host");
         }
-        map.iter()
-            .filter_map(|(host, value)| self.target(host, value, defaults))
-            .collect()
+        let mut targets = Vec::with_capacity(map.len());
+        while let Some((host, value)) = map.pop_front() {
+            targets.extend(self.target(&host, &value, defaults));
+        }
+        targets
     }
 
     fn target(
