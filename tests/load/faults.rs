@@ -224,12 +224,14 @@ fn a_slow_name_server_costs_only_the_names_it_serves() {
                 "      - {{ type: tcp, name: s{i}, port: {port} }}\n"
             ));
         }
-        config.push_str("  fast.test:\n    interval: 500ms\n    timeout: 400ms\n    services:\n");
+        let mut fast =
+            String::from("  fast.test:\n    interval: 500ms\n    timeout: 400ms\n    services:\n");
         for i in 0..10 {
-            config.push_str(&format!(
+            fast.push_str(&format!(
                 "      - {{ type: tcp, name: f{i}, port: {port} }}\n"
             ));
         }
+        config.push_str(&fast);
         let mut command = Command::new("ip");
         command.args(["netns", "exec", &name, crate::support::BIN]);
         let mut n = Netmon::start_command(command, tempfile::tempdir().unwrap(), &config);
@@ -255,12 +257,37 @@ fn a_slow_name_server_costs_only_the_names_it_serves() {
             .into_iter()
             .find(|l| l.contains("DOWN") && l.contains("slow.test"))
             .unwrap_or_default();
+        let queries = name_server.udp_queries();
+        // Recovery: a reload removes the slow services, and the rest must be up and on
+        // schedule at once, not after the lookups left behind have drained.
+        n.write_config(&format!("targets:\n{fast}"));
+        let reloaded = Instant::now();
+        let (status, body) = n.post("/-/reload");
+        assert_eq!(status, 200, "{body}");
+        let recovery = loop {
+            let text = get_text(&n.addr, "/metrics");
+            if recovered(&text, 10) {
+                break reloaded.elapsed();
+            }
+            assert!(
+                reloaded.elapsed() < Duration::from_secs(15),
+                "not recovered 15 s after the reload:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
         n.assert_alive_without_panic();
         stop.store(true, Ordering::SeqCst);
-        let queries = name_server.udp_queries();
-        (text, line, slowest_scrape, scrapes, most_threads, queries)
+        (
+            text,
+            line,
+            slowest_scrape,
+            scrapes,
+            most_threads,
+            queries,
+            recovery,
+        )
     });
-    let (text, line, slowest_scrape, scrapes, most_threads, queries) = report;
+    let (text, line, slowest_scrape, scrapes, most_threads, queries, recovery) = report;
     let fast = [("host", "fast.test")];
     let slow = [("host", "slow.test")];
     let fast_probes = total(&text, "netmon_probes_total", &fast);
@@ -279,7 +306,7 @@ fn a_slow_name_server_costs_only_the_names_it_serves() {
     eprintln!(
         "slow name server: unrelated probes {}/{} ok; slow probes {slow_dns}/{slow_probes} failed dns; \
          {queries} queries reached the server; slowest of {scrapes} scrapes {slowest_scrape:?}; \
-         at most {most_threads} threads",
+         at most {most_threads} threads; up and on schedule {recovery:?} after the reload removing them",
         fast_probes - fast_failed,
         fast_probes
     );
@@ -315,6 +342,47 @@ fn a_slow_name_server_costs_only_the_names_it_serves() {
         "{queries} queries for {slow_probes} probes"
     );
     assert!(most_threads < 40, "{most_threads} threads");
+    assert!(
+        recovery < Duration::from_secs(2),
+        "the unrelated probes took {recovery:?} to recover"
+    );
+}
+
+/// The `/metrics` text, or an empty string when the scrape fails.
+fn get_text(addr: &str, path: &str) -> String {
+    let Ok(sock) = addr.parse::<std::net::SocketAddr>() else {
+        return String::new();
+    };
+    let Ok(mut s) = TcpStream::connect_timeout(&sock, Duration::from_secs(2)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+/// Whether the slow services are gone from `text` and each of the `fast` `fast.test`
+/// services is up and probed within the last 750 ms (its interval is 500 ms): on schedule.
+fn recovered(text: &str, fast: usize) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let gone = series(text, "netmon_up", &[("host", "slow.test")]).is_empty();
+    let up = series(text, "netmon_up", &[("host", "fast.test")]);
+    let last = series(
+        text,
+        "netmon_last_probe_timestamp_seconds",
+        &[("host", "fast.test")],
+    );
+    gone && up.len() == fast
+        && up.iter().all(|(_, v)| *v == 1.0)
+        && last.len() == fast
+        && last.iter().all(|(_, t)| now - t < 0.75)
 }
 
 // ---------------------------------------------------------------------------------------------
