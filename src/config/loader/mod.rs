@@ -107,7 +107,7 @@ pub fn load_as(text: &str, file: &str, dialect: Dialect) -> Result<Config, Confi
         defaults_timeout_at: None,
         target_timeout_at: None,
     };
-    let config = cx.document(text);
+    let config = crate::base::values::Regex::sharing(|| cx.document(text));
     match config {
         Some(c) if cx.errors.is_empty() => Ok(c),
         _ => {
