@@ -213,14 +213,15 @@ impl Loader<'_> {
             Some(n) => self.defaults(n),
             None => Defaults::default(),
         };
-        let Some(targets_node) = root.get_mut("targets") else {
+        if root.get_node("targets").is_none() {
             self.err_at((1, 1), "missing `targets:`: list the hosts to monitor, e.g. `targets: {localhost: {services: [ICMP]}}`");
             return None;
-        };
+        }
         let global_labels = root
             .get_node("global")
             .map(|n| self.global(n))
             .unwrap_or_default();
+        let targets_node = root.get_mut("targets")?;
         let mut targets = self.targets(targets_node, &defaults);
         for service in targets.iter_mut().flat_map(|t| t.services.iter_mut()) {
             for (k, v) in &global_labels {
