@@ -102,8 +102,8 @@ impl Drop for EndSharing {
 impl Regex {
     /// Runs `f` with every pattern compiled once and shared by the regexes that repeat it.
     /// A compiled regex takes some 8 KiB however short its pattern, and a generated file often
-    /// repeats one pattern on every service: 60,000 services with `expect_regex: "^SSH-"` took
-    /// 490 MiB. Clones of a `regex::Regex` share its program (and each gets its own match
+    /// repeats one pattern on every service: sharing took `netmon config check` on 60,000
+    /// services with `expect_regex: "^SSH-"` from 903 to 555 MiB (BENCHMARKS.md). Clones of a `regex::Regex` share its program (and each gets its own match
     /// cache when first used), so sharing changes nothing but memory. The table lives only as
     /// long as `f`, so nothing is kept across loads.
     pub fn sharing<T>(f: impl FnOnce() -> T) -> T {
