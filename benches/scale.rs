@@ -5,7 +5,8 @@
 //! INTERVAL_S (default 10) spread over 127.0.0.0/8 hosts, lets the first round pass, then
 //! measures for SECONDS (default 60): CPU (from /proc/PID/stat), RSS, probes run (from
 //! /metrics), CPU seconds per 1,000 probes, and scheduler lateness p50/p99 (from
-//! netmon_scheduler_lateness_seconds), while scraping /metrics every second. MIX is a comma
+//! netmon_scheduler_lateness_seconds), while scraping /metrics every second, alternately
+//! without and with `Accept-Encoding: gzip` (time and body size of each). MIX is a comma
 //! list of protocols to cycle through (default `tcp`; `icmp`, `udp` where supported).
 //! Every load is bounded by SECONDS and stops by itself.
 
@@ -23,17 +24,38 @@ fn arg<T: std::str::FromStr>(i: usize, default: T) -> T {
 }
 
 fn http_get(addr: &str, path: &str) -> String {
+    String::from_utf8_lossy(&scrape(addr, path, false).1).into_owned()
+}
+
+/// One GET: (whether the body came gzipped, the body as sent). `gzip` asks for
+/// `Accept-Encoding: gzip` as Prometheus does.
+fn scrape(addr: &str, path: &str, gzip: bool) -> (bool, Vec<u8>) {
     let Ok(mut s) = TcpStream::connect(addr) else {
-        return String::new();
+        return (false, Vec::new());
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let accept = if gzip { "Accept-Encoding: gzip\r\n" } else { "" };
     let _ = write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: x\r\n{accept}Connection: close\r\n\r\n"
     );
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return (false, out);
+    };
+    let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
+    let gzipped = head.contains("\r\ncontent-encoding: gzip");
+    (gzipped, out.split_off(end + 4))
+}
+
+/// Median and max of a list of milliseconds.
+fn median_max(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (
+        v.get(v.len() / 2).copied().unwrap_or(0.0),
+        v.last().copied().unwrap_or(0.0),
+    )
 }
 
 /// Sums of every sample of `name` (all label sets) in a scrape.
@@ -180,13 +202,21 @@ fn main() {
     let (cpu0, _) = proc_stat(pid);
     let load0 = loadavg();
     let t0 = Instant::now();
-    let mut scrape_ms = Vec::new();
+    // Scrapes alternate between identity and gzip (as Prometheus asks), one a second.
+    let mut scrape_ms = [Vec::new(), Vec::new()];
+    let mut bytes = [0usize; 2];
+    let mut gzipped = false;
     let mut rss_max: f64 = 0.0;
+    let mut i = 0usize;
     while t0.elapsed() < Duration::from_secs(seconds) {
         let t = Instant::now();
-        let body = http_get(&listen, "/metrics");
-        scrape_ms.push(t.elapsed().as_secs_f64() * 1e3);
-        assert!(body.len() > 1000, "scrape failed");
+        let gzip = i % 2 == 1;
+        i += 1;
+        let (was_gzipped, body) = scrape(&listen, "/metrics", gzip);
+        scrape_ms[usize::from(gzip)].push(t.elapsed().as_secs_f64() * 1e3);
+        assert!(body.len() > 100, "scrape failed");
+        bytes[usize::from(gzip)] = body.len();
+        gzipped |= was_gzipped;
         rss_max = rss_max.max(proc_stat(pid).1);
         std::thread::sleep(Duration::from_secs(1).saturating_sub(t.elapsed()));
     }
@@ -202,7 +232,6 @@ fn main() {
     let cpu = cpu1 - cpu0;
     let lb0 = buckets(&first, "netmon_scheduler_lateness_seconds");
     let lb1 = buckets(&last, "netmon_scheduler_lateness_seconds");
-    scrape_ms.sort_by(f64::total_cmp);
     println!("scale: {n} services ({mix}) every {interval}s, measured {wall:.0}s after warm-up");
     println!("  load average      before {load0}, after {}", loadavg());
     println!(
@@ -223,10 +252,16 @@ fn main() {
         quantile(&lb0, &lb1, 0.5),
         quantile(&lb0, &lb1, 0.99)
     );
+    let [plain_ms, gzip_ms] = scrape_ms;
+    let (plain_n, gzip_n) = (plain_ms.len(), gzip_ms.len());
+    let ((p50, pmax), (g50, gmax)) = (median_max(plain_ms), median_max(gzip_ms));
     println!(
-        "  scrape            median {:.1} ms, max {:.1} ms ({} scrapes)",
-        scrape_ms.get(scrape_ms.len() / 2).copied().unwrap_or(0.0),
-        scrape_ms.last().copied().unwrap_or(0.0),
-        scrape_ms.len()
+        "  scrape identity   median {p50:.1} ms, max {pmax:.1} ms ({plain_n} scrapes), {:.2} MB",
+        bytes[0] as f64 / 1e6
+    );
+    println!(
+        "  scrape gzip       median {g50:.1} ms, max {gmax:.1} ms ({gzip_n} scrapes), {:.2} MB{}",
+        bytes[1] as f64 / 1e6,
+        if gzipped { "" } else { " (sent uncompressed)" }
     );
 }
