@@ -6,7 +6,8 @@
 //! No client can take the monitor down either ([`Limits`], docs/faults.md): connections are
 //! capped below the file descriptor limit, a request head must arrive in time, idle connections
 //! are closed (the longest idle first when the cap is reached), failing accepts back off, and
-//! simultaneous scrapes share one encoding made off the async workers.
+//! simultaneous scrapes share one encoding made off the async workers, gzipped there when the
+//! scrape asks (`Accept-Encoding: gzip`, as Prometheus always does).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -17,7 +18,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use hyper::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, VARY, WWW_AUTHENTICATE,
+};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -33,6 +36,7 @@ use crate::metrics::{EncodeError, Encoder};
 use crate::reload::Reloader;
 use crate::status;
 
+mod accept;
 mod conns;
 mod error;
 mod security;
@@ -253,10 +257,18 @@ async fn metrics(req: &Request<Incoming>, state: &AppState) -> Response<Full<Byt
         .get(ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/openmetrics-text"));
-    let encoded = state.encoder.encode(openmetrics).await;
+    let gzip = accept::accepts_gzip(req.headers());
+    let encoded = state.encoder.encode(openmetrics, gzip).await;
     match encoded {
-        Ok(body) => {
-            let mut r = Response::new(Full::new(body));
+        Ok(encoding) => {
+            let mut r = Response::new(Full::new(encoding.body));
+            // The body depends on Accept-Encoding, so a cache must key on it too.
+            r.headers_mut()
+                .insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+            if encoding.gzip {
+                r.headers_mut()
+                    .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            }
             let ct = if openmetrics {
                 "application/openmetrics-text; version=1.0.0; charset=utf-8"
             } else {

@@ -4,19 +4,18 @@
 //! Families are registered once, at start-up. Each service fetches its own handles
 //! ([`ServiceMetrics`]) when it starts, so a probe result updates atomics and never takes the
 //! family lock a scrape holds while encoding; the series are removed when the service stops.
-//! [`Encoder`] encodes for `/metrics` on a thread of its own and shares one encoding among the
-//! scrapes that arrive together.
+//! [`Encoder`] (`encoder.rs`) encodes for `/metrics` on a thread of its own, gzips there when
+//! asked, and shares one encoding among the scrapes that arrive together.
 
-use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use futures_util::FutureExt as _;
-use futures_util::future::{BoxFuture, Shared};
-
 use crate::base::labels::{FGauge, Labels, with_label};
+
+mod encoder;
+
+pub use encoder::{EncodeError, Encoder, Encoding, GZIP_LEVEL, gzip};
 
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -424,168 +423,17 @@ impl prometheus_client::collector::Collector for RuntimeCollector {
 /// Shared handle to the metrics.
 pub type SharedMetrics = Arc<Metrics>;
 
-/// Why a scrape got no encoding.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EncodeError {
-    /// A collector failed to write its series.
-    #[error("encoding the metrics failed")]
-    Format,
-    /// More encodings are waiting than the encoder queues.
-    #[error("the metrics encoder is busy")]
-    Busy,
-    /// The encoding thread is gone.
-    #[error("the metrics encoder has stopped")]
-    Stopped,
-}
-
-type Encoded = Result<Bytes, EncodeError>;
-type PendingEncoding = Shared<BoxFuture<'static, Encoded>>;
-
-/// One encoding asked of the thread.
-struct Job {
-    openmetrics: bool,
-    started: Arc<AtomicBool>,
-    done: tokio::sync::oneshot::Sender<Encoded>,
-}
-
-/// The encoding that scrapes may still join: queued, not yet begun.
-struct Queued {
-    started: Arc<AtomicBool>,
-    pending: PendingEncoding,
-}
-
-/// Encodes the registry for `/metrics` on a thread of its own, and lets the scrapes that
-/// arrive together share one encoding.
-///
-/// Its own thread, because tokio's blocking pool is shared: anything else queued there (a
-/// burst of bcrypt checks, say) would delay a scrape, and a scrape's encoding would delay them.
-/// A scrape joins the encoding queued for its format if that one has not begun, so every
-/// scrape sees series read after it arrived, and any number of simultaneous scrapes cost one
-/// encoding and one buffer, handed out by reference. After an encoding the thread rests as long
-/// as it worked, so scrapes back to back take at most half a core from the probes.
-pub struct Encoder {
-    jobs: std::sync::mpsc::SyncSender<Job>,
-    queued: [Mutex<Option<Queued>>; 2],
-}
-
-impl fmt::Debug for Encoder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Encoder").finish_non_exhaustive()
-    }
-}
-
-/// Encodings waiting for the thread at most: one per format is all the sharing needs.
-const ENCODE_QUEUE: usize = 4;
-
-/// The longest rest between two encodings.
-const MAX_REST: Duration = Duration::from_millis(500);
-
 impl Encoder {
     /// Starts the encoding thread for `metrics`. Called inside a runtime, that runtime's task
     /// count is exported too.
     pub fn start(metrics: SharedMetrics) -> std::io::Result<Encoder> {
-        let (jobs, rx) = std::sync::mpsc::sync_channel::<Job>(ENCODE_QUEUE);
-        let runtime = tokio::runtime::Handle::try_current().ok();
-        std::thread::Builder::new()
-            .name("metrics-encode".into())
-            .spawn(move || {
-                let _entered = runtime.as_ref().map(tokio::runtime::Handle::enter);
-                // Ends when the encoder, and with it the sender, is dropped.
-                while let Ok(job) = rx.recv() {
-                    job.started.store(true, Ordering::SeqCst);
-                    let began = std::time::Instant::now();
-                    let body = metrics
-                        .encode(job.openmetrics)
-                        .map(Bytes::from)
-                        .map_err(|_| EncodeError::Format);
-                    let _ = job.done.send(body);
-                    std::thread::sleep(began.elapsed().min(MAX_REST));
-                }
-            })?;
-        Ok(Encoder {
-            jobs,
-            queued: [Mutex::new(None), Mutex::new(None)],
-        })
-    }
-
-    /// The registry in the Prometheus text format (0.0.4) or OpenMetrics.
-    pub async fn encode(&self, openmetrics: bool) -> Encoded {
-        let pending = {
-            let mut queued = self.queued[usize::from(openmetrics)]
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match queued.as_ref() {
-                Some(q) if !q.started.load(Ordering::SeqCst) => q.pending.clone(),
-                _ => {
-                    let (done, rx) = tokio::sync::oneshot::channel();
-                    let started = Arc::new(AtomicBool::new(false));
-                    let job = Job {
-                        openmetrics,
-                        started: started.clone(),
-                        done,
-                    };
-                    self.jobs.try_send(job).map_err(|e| match e {
-                        std::sync::mpsc::TrySendError::Full(_) => EncodeError::Busy,
-                        std::sync::mpsc::TrySendError::Disconnected(_) => EncodeError::Stopped,
-                    })?;
-                    let pending = rx
-                        .map(|r| r.unwrap_or(Err(EncodeError::Stopped)))
-                        .boxed()
-                        .shared();
-                    *queued = Some(Queued {
-                        started,
-                        pending: pending.clone(),
-                    });
-                    pending
-                }
-            }
-        };
-        pending.await
+        Encoder::spawn(move |openmetrics| metrics.encode(openmetrics))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn simultaneous_scrapes_share_one_encoding() {
-        let m = Arc::new(Metrics::new());
-        let encoder = Encoder::start(m).unwrap();
-        let bodies = futures_util::future::join_all((0..200).map(|_| encoder.encode(false))).await;
-        let first = bodies[0].as_ref().unwrap().clone();
-        assert!(first.starts_with(b"# HELP"), "{first:?}");
-        // The first scrape may begin an encoding alone; every later one joins the next.
-        let distinct: std::collections::HashSet<*const u8> = bodies
-            .iter()
-            .map(|b| b.as_ref().unwrap().as_ptr())
-            .collect();
-        assert!(distinct.len() <= 2, "{} encodings", distinct.len());
-        let text = String::from_utf8(first.to_vec()).unwrap();
-        assert!(text.contains("netmon_runtime_tasks"), "{text}");
-    }
-
-    #[tokio::test]
-    async fn a_scrape_after_another_sees_a_new_encoding() {
-        let m = Arc::new(Metrics::new());
-        let encoder = Encoder::start(m.clone()).unwrap();
-        let before = encoder.encode(false).await.unwrap();
-        let s = m.service(vec![
-            ("host".into(), "later".into()),
-            ("protocol".into(), "tcp".into()),
-            ("service".into(), "tcp:1".into()),
-        ]);
-        s.up.set(1.0);
-        let after = encoder.encode(false).await.unwrap();
-        let (before, after) = (
-            String::from_utf8_lossy(&before),
-            String::from_utf8_lossy(&after),
-        );
-        assert!(!before.contains("host=\"later\""), "{before}");
-        assert!(after.contains("host=\"later\""), "{after}");
-        let om = encoder.encode(true).await.unwrap();
-        assert!(om.ends_with(b"# EOF\n"));
-    }
 
     #[test]
     fn removing_a_service_removes_every_series() {
