@@ -418,6 +418,7 @@ impl Monitor {
         let ctx = probe::shape::Context {
             labels: &labels,
             timeout: service.timeout,
+            rtt_buckets: service.rtt_buckets.as_deref(),
         };
         let probe = match probe::build(&service.options, &ctx, &self.metrics.probe) {
             Ok(p) => p,
@@ -542,6 +543,7 @@ pub fn validate<'a>(services: impl IntoIterator<Item = &'a Service>) -> Vec<Conf
             let ctx = probe::shape::Context {
                 labels: &labels,
                 timeout: s.timeout,
+                rtt_buckets: s.rtt_buckets.as_deref(),
             };
             match probe::build(&s.options, &ctx, &scratch) {
                 // Its series in the scratch families go with it; kept, they added up to

@@ -429,6 +429,7 @@ async fn probe_once(service: &Service, plan: &Plan, metrics: &Metrics) -> Verdic
     let ctx = probe::shape::Context {
         labels: &labels,
         timeout,
+        rtt_buckets: service.rtt_buckets.as_deref(),
     };
     let outcome = match probe::build(&service.options, &ctx, &metrics.probe) {
         Err(e) => Err(e.to_string()),

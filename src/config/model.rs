@@ -40,6 +40,10 @@ pub struct Defaults {
     pub timeout: Option<Duration>,
     /// `resolver:`: name servers and caching of name lookups; `None` is the system's.
     pub resolver: Option<crate::base::resolve::Settings>,
+    /// `rtt_buckets:`: RTT histogram buckets (seconds, ascending) for services that set none.
+    pub rtt_buckets: Option<Arc<[f64]>>,
+    /// `rtt_histogram:`: whether services that say nothing have the RTT histogram.
+    pub rtt_histogram: Option<bool>,
 }
 
 /// One host and its services.
@@ -76,6 +80,13 @@ pub struct Service {
     pub own_interval: Option<Duration>,
     /// The service's own `timeout:`, if written.
     pub own_timeout: Option<Duration>,
+    /// Effective RTT histogram buckets (seconds, ascending); `None` when the service has no
+    /// histogram: turned off, or a protocol without one.
+    pub rtt_buckets: Option<Arc<[f64]>>,
+    /// The service's own `rtt_buckets:`, if written.
+    pub own_rtt_buckets: Option<Arc<[f64]>>,
+    /// The service's own `rtt_histogram:`, if written.
+    pub own_rtt_histogram: Option<bool>,
     /// The target's extra labels.
     pub labels: BTreeMap<String, String>,
     /// Protocol options, validated.

@@ -36,6 +36,11 @@ pub fn to_yaml(config: &Config) -> Result<String, SaveError> {
     if let Some(r) = &config.defaults.resolver {
         defaults.insert("resolver".into(), serde_yaml::to_value(r)?);
     }
+    rtt(
+        &mut defaults,
+        config.defaults.rtt_buckets.as_deref(),
+        config.defaults.rtt_histogram,
+    )?;
     if !defaults.is_empty() {
         root.insert("defaults".into(), Value::Mapping(defaults));
     }
@@ -81,7 +86,11 @@ fn service(s: &Service) -> Result<Value, SaveError> {
         Value::Null => Mapping::new(),
         _ => return Err(SaveError::NotAMapping(s.protocol, s.host.clone())),
     };
-    let plain = !s.named && s.own_interval.is_none() && s.own_timeout.is_none();
+    let plain = !s.named
+        && s.own_interval.is_none()
+        && s.own_timeout.is_none()
+        && s.own_rtt_buckets.is_none()
+        && s.own_rtt_histogram.is_none();
     // A bare `udp` means the echo check (the classic form's shorthand), so udp is always a mapping.
     if plain && s.protocol != Protocol::Udp {
         if options.is_empty() {
@@ -104,8 +113,20 @@ fn service(s: &Service) -> Result<Value, SaveError> {
     if let Some(t) = s.own_timeout {
         m.insert("timeout".into(), serde_yaml::to_value(t)?);
     }
+    rtt(&mut m, s.own_rtt_buckets.as_deref(), s.own_rtt_histogram)?;
     m.extend(options);
     Ok(Value::Mapping(m))
+}
+
+/// `rtt_buckets:` and `rtt_histogram:` as written.
+fn rtt(m: &mut Mapping, buckets: Option<&[f64]>, histogram: Option<bool>) -> Result<(), SaveError> {
+    if let Some(b) = buckets {
+        m.insert("rtt_buckets".into(), serde_yaml::to_value(b)?);
+    }
+    if let Some(h) = histogram {
+        m.insert("rtt_histogram".into(), h.into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -114,9 +135,10 @@ mod tests {
     use crate::config::loader::load;
 
     /// Every tcp option, labels, defaults, intervals and timeouts at all three levels, a named
-    /// service, and strings YAML would misread if written bare.
+    /// service, RTT histogram keys in the defaults and in services, and strings YAML would
+    /// misread if written bare.
     const FULL: &str = r#"
-defaults: { interval: 1m 30s, timeout: 2500ms }
+defaults: { interval: 1m 30s, timeout: 2500ms, rtt_buckets: [0.001, 0.01, 2.5], rtt_histogram: true }
 targets:
   127.0.0.1:
     interval: 45s
@@ -138,7 +160,7 @@ targets:
   "::1":
     services: ["tcp:443", { type: tcp, port: 8443, timeout: 1s }]
   localhost:
-    services: [TCP:7]
+    services: [TCP:7, ICMP, { type: icmp, name: quiet, rtt_histogram: false }, { type: echo, rtt_buckets: [0.0005, 0.002] }]
 "#;
 
     #[test]

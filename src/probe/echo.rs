@@ -133,6 +133,7 @@ pub struct Echo;
 impl Definition for Echo {
     const NAME: &'static str = "echo";
     const PORT: PortRule = PortRule::Default(client::DEFAULT_PORT);
+    const RTT_HISTOGRAM: bool = true;
     type Options = Options;
     type Metrics = Metrics;
 
@@ -178,7 +179,7 @@ impl EchoProbe {
     pub fn new(options: Options, ctx: &Context<'_>, metrics: &Metrics) -> Self {
         EchoProbe {
             options,
-            packets: metrics.handles(ctx.labels),
+            packets: metrics.handles(ctx.labels, ctx.rtt_buckets),
         }
     }
 
@@ -321,6 +322,7 @@ mod tests {
             &Context {
                 labels: &labels,
                 timeout: std::time::Duration::from_secs(5),
+                rtt_buckets: Some(&crate::probe::packets::DEFAULT_RTT_BUCKETS),
             },
             &metrics.echo,
         );

@@ -52,6 +52,13 @@ macro_rules! protocols {
                 }
             }
 
+            /// Whether the protocol has the RTT histogram (`rtt_buckets:`, `rtt_histogram:`).
+            pub fn has_rtt_histogram(self) -> bool {
+                match self {
+                    $($( Protocol::$variant => <$module::$def as Definition>::RTT_HISTOGRAM, )+)+
+                }
+            }
+
             /// How the protocol treats ports.
             pub fn port_rule(self) -> PortRule {
                 match self {

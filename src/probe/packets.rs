@@ -4,10 +4,21 @@
 //! A probe collects a [`Round`] (how many it sent, the RTT of each reply in send order) and
 //! hands it to its [`Handles::record`]; the statistics are computed here once so ICMP and echo
 //! report alike.
+//!
+//! Each service chooses its RTT buckets (`rtt_buckets:`) or has no histogram at all
+//! (`rtt_histogram: false`). prometheus-client gives every series of a `Family` the buckets of
+//! the family's one constructor, so `netmon_rtt_seconds` is a family of our own
+//! ([`RttFamily`]): one name, one `# TYPE` line, and each series with the buckets its service
+//! was started with. The exposition formats allow that: buckets are per series.
 
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::base::labels::{FGauge, Labels};
@@ -15,15 +26,83 @@ use crate::base::quality::Quality;
 use crate::base::round::Round;
 use crate::probe::shape::Families;
 
-fn rtt_histogram() -> Histogram {
-    // 0.1 ms doubling to 6.5 s: loopback and LAN in the first buckets, bad WAN in the last.
-    Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+/// The RTT buckets (upper bounds, seconds) of a service that sets none: 0.1 ms doubling to
+/// 6.5 s, loopback and LAN in the first buckets, bad WAN in the last.
+pub const DEFAULT_RTT_BUCKETS: [f64; 17] = doubling(0.0001);
+
+const fn doubling<const N: usize>(start: f64) -> [f64; N] {
+    let mut out = [start; N];
+    let mut i = 1;
+    while i < N {
+        out[i] = out[i - 1] * 2.0;
+        i += 1;
+    }
+    out
+}
+
+/// The most buckets `rtt_buckets:` may list: each is a series per service.
+pub const MAX_RTT_BUCKETS: usize = 32;
+
+/// `netmon_rtt_seconds`: a histogram family whose series each carry their own buckets.
+#[derive(Debug, Clone, Default)]
+pub struct RttFamily(Arc<RwLock<HashMap<Labels, Histogram>>>);
+
+impl RttFamily {
+    /// The series of `labels`, created with `buckets` if it does not exist yet.
+    fn get_or_create(&self, labels: &Labels, buckets: &[f64]) -> Histogram {
+        if let Some(h) = self
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(labels)
+        {
+            return h.clone();
+        }
+        self.0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(labels.clone())
+            .or_insert_with(|| Histogram::new(buckets.iter().copied()))
+            .clone()
+    }
+
+    fn remove(&self, labels: &Labels) {
+        self.0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(labels);
+    }
+}
+
+impl TypedMetric for RttFamily {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for RttFamily {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let series = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        for (labels, h) in series.iter() {
+            h.encode(encoder.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
 }
 
 /// The packet families, registered once.
 #[derive(Debug, Clone)]
 pub struct Metrics {
-    rtt: Family<Labels, Histogram, fn() -> Histogram>,
+    rtt: RttFamily,
     sent: Family<Labels, Counter>,
     received: Family<Labels, Counter>,
     loss: Family<Labels, FGauge>,
@@ -38,7 +117,7 @@ impl Metrics {
     /// `netmon_mos`.
     pub fn register(registry: &mut Registry) -> Self {
         let m = Metrics {
-            rtt: Family::new_with_constructor(rtt_histogram),
+            rtt: RttFamily::default(),
             sent: Family::default(),
             received: Family::default(),
             loss: Family::default(),
@@ -86,10 +165,11 @@ impl Metrics {
         m
     }
 
-    /// Creates one service's series and returns its handles.
-    pub fn handles(&self, labels: &Labels) -> Handles {
+    /// Creates one service's series and returns its handles; `rtt_buckets` are the upper
+    /// bounds of its RTT histogram, `None` for a service without one.
+    pub fn handles(&self, labels: &Labels, rtt_buckets: Option<&[f64]>) -> Handles {
         Handles {
-            rtt: self.rtt.get_or_create_owned(labels),
+            rtt: rtt_buckets.map(|b| self.rtt.get_or_create(labels, b)),
             sent: self.sent.get_or_create_owned(labels),
             received: self.received.get_or_create_owned(labels),
             loss: self.loss.get_or_create_owned(labels),
@@ -113,7 +193,8 @@ impl Families for Metrics {
 pub struct Handles {
     labels: Labels,
     families: Metrics,
-    rtt: Histogram,
+    /// `None` with `rtt_histogram: false`.
+    rtt: Option<Histogram>,
     sent: Counter,
     received: Counter,
     loss: FGauge,
@@ -127,8 +208,10 @@ impl Handles {
     pub fn record(&self, round: &Round) {
         self.sent.inc_by(round.sent);
         self.received.inc_by(round.rtts.len() as u64);
-        for r in &round.rtts {
-            self.rtt.observe(r.as_secs_f64());
+        if let Some(rtt) = &self.rtt {
+            for r in &round.rtts {
+                rtt.observe(r.as_secs_f64());
+            }
         }
         self.loss.set(round.loss_ratio());
         if let Some(j) = round.jitter() {
@@ -201,7 +284,7 @@ mod tests {
         let mut reg = Registry::default();
         let m = Metrics::register(&mut reg);
         let labels: Labels = vec![("host".into(), "h".into())];
-        let h = m.handles(&labels);
+        let h = m.handles(&labels, Some(&DEFAULT_RTT_BUCKETS));
         h.record(&Round {
             sent: 2,
             rtts: vec![ms(1), ms(3)],
@@ -258,5 +341,73 @@ mod tests {
         let text = encode(&reg);
         assert!((value(&text, "r_factor") - 92.2).abs() < 1e-9, "{text}");
         assert!(!text.contains("NaN"), "{text}");
+    }
+}
+
+#[cfg(test)]
+mod rtt_tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn encode(reg: &Registry) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, reg).unwrap();
+        text
+    }
+
+    #[test]
+    fn the_default_buckets_are_the_documented_doubling() {
+        assert_eq!(DEFAULT_RTT_BUCKETS[0], 0.0001);
+        assert_eq!(DEFAULT_RTT_BUCKETS[16], 6.5536);
+        let old: Vec<f64> =
+            prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 17).collect();
+        assert_eq!(DEFAULT_RTT_BUCKETS.to_vec(), old);
+    }
+
+    #[test]
+    fn each_series_has_its_own_buckets_under_one_family() {
+        let mut reg = Registry::default();
+        let m = Metrics::register(&mut reg);
+        let a: Labels = vec![("service".into(), "a".into())];
+        let b: Labels = vec![("service".into(), "b".into())];
+        let off: Labels = vec![("service".into(), "off".into())];
+        let round = Round {
+            sent: 1,
+            rtts: vec![Duration::from_micros(700)],
+        };
+        m.handles(&a, Some(&[0.0005, 0.001])).record(&round);
+        m.handles(&b, Some(&DEFAULT_RTT_BUCKETS)).record(&round);
+        let h = m.handles(&off, None);
+        h.record(&round);
+        let text = encode(&reg);
+        assert_eq!(
+            text.matches("# TYPE rtt_seconds histogram").count(),
+            1,
+            "{text}"
+        );
+        let buckets = |svc: &str| {
+            text.lines()
+                .filter(|l| {
+                    l.starts_with("rtt_seconds_bucket") && l.contains(&format!("service=\"{svc}\""))
+                })
+                .count()
+        };
+        assert_eq!(buckets("a"), 3, "{text}");
+        assert_eq!(buckets("b"), 18, "{text}");
+        assert_eq!(buckets("off"), 0, "{text}");
+        assert!(
+            text.contains("rtt_seconds_bucket{le=\"0.0005\",service=\"a\"} 0")
+                || text.contains("rtt_seconds_bucket{service=\"a\",le=\"0.0005\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("packets_sent_total{service=\"off\"} 1"),
+            "{text}"
+        );
+        h.remove();
+        m.handles(&a, None).remove();
+        let text = encode(&reg);
+        assert!(!text.contains("service=\"a\""), "{text}");
+        assert!(text.contains("service=\"b\""), "{text}");
     }
 }

@@ -91,6 +91,9 @@ pub trait Definition {
     type Options: DeserializeOwned + Serialize + Clone + PartialEq + fmt::Debug + Send + Sync;
     /// The protocol's own metric families (`()` when it has only the common ones).
     type Metrics: Families;
+    /// Whether the protocol has the RTT histogram `netmon_rtt_seconds`, so that a service's
+    /// `rtt_buckets:` and `rtt_histogram:` mean something for it.
+    const RTT_HISTOGRAM: bool = false;
 
     /// Checks what serde cannot: required fields, value ranges, combinations.
     fn validate(options: &Self::Options) -> Result<(), String>;
@@ -184,6 +187,9 @@ pub struct Context<'a> {
     /// themselves when to stop waiting (a round of ICMP packets, UDP silence) finish a little
     /// before it so they can still report what they saw.
     pub timeout: Duration,
+    /// The upper bounds of the service's RTT histogram (seconds, ascending), `None` for no
+    /// histogram; only the protocols with one (`Definition::RTT_HISTOGRAM`) read it.
+    pub rtt_buckets: Option<&'a [f64]>,
 }
 
 /// A probe that cannot start on this machine (e.g. ICMP without the privilege to open its

@@ -241,6 +241,7 @@ mod tests {
             &Context {
                 labels: &labels,
                 timeout: Duration::from_secs(1),
+                rtt_buckets: Some(&crate::probe::packets::DEFAULT_RTT_BUCKETS),
             },
         )
     }

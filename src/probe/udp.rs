@@ -250,6 +250,7 @@ mod tests {
             &Context {
                 labels: &labels,
                 timeout,
+                rtt_buckets: Some(&crate::probe::packets::DEFAULT_RTT_BUCKETS),
             },
         )
         .unwrap()

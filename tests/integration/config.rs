@@ -151,6 +151,34 @@ const INVALID: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "invalid-rtt-buckets.yml",
+        &[
+            "2:3: `rtt_buckets` must be ascending without repeats: `0.0005` comes after `0.001`",
+            "6:23: `rtt_buckets` lists 0 values: give 1 to 32 (each is a series of every service), or `rtt_histogram: false` for none",
+            "7:32: `rtt_buckets`: `.inf` is not a number of seconds above 0: write bounds such as `0.005` (5 ms)",
+            "8:23: `rtt_buckets` must be a list of upper bounds in seconds, ascending, e.g. `rtt_buckets: [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1]`",
+            "9:32: `rtt_buckets` must be ascending without repeats: `0.005` comes after `0.005`",
+            "10:32: `rtt_buckets`: `0` is not a number of seconds above 0: write bounds such as `0.005` (5 ms)",
+            "11:32: `rtt_buckets`: `1ms` is not a number of seconds above 0: write bounds such as `0.005` (5 ms)",
+            "12:32: `rtt_buckets` lists 33 values: give 1 to 32 (each is a series of every service), or `rtt_histogram: false` for none",
+        ],
+    ),
+    (
+        "invalid-rtt-histogram.yml",
+        &[
+            "1:13: `rtt_histogram` must be `true` or `false`",
+            "5:23: `rtt_buckets` and `rtt_histogram: false` contradict each other: remove one",
+            "6:23: `rtt_histogram` must be `true` or `false`",
+        ],
+    ),
+    (
+        "invalid-rtt-protocol.yml",
+        &[
+            "5:32: `rtt_buckets` applies to icmp and echo services only (tcp has no RTT histogram): remove it",
+            "6:23: `rtt_histogram` applies to icmp and echo services only (http has no RTT histogram): remove it",
+        ],
+    ),
+    (
         "invalid-zero-interval.yml",
         &["3:15: `interval` must be greater than zero"],
     ),

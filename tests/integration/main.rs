@@ -22,6 +22,7 @@ mod privileges;
 mod prometheus;
 mod reload_atomic;
 mod resolver;
+mod scrape;
 mod serve;
 mod shards;
 mod status_page;

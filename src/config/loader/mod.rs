@@ -17,6 +17,7 @@ use crate::config::error::{ConfigError, ConfigErrors, LoadError, MAX_SHOWN};
 use crate::config::model::{Config, Defaults, Target};
 
 mod limits;
+mod rtt;
 mod service;
 mod yaml;
 
@@ -106,6 +107,7 @@ pub fn load_as(text: &str, file: &str, dialect: Dialect) -> Result<Config, Confi
         left_out: 0,
         defaults_timeout_at: None,
         target_timeout_at: None,
+        default_rtt_buckets: std::sync::Arc::from(&crate::probe::packets::DEFAULT_RTT_BUCKETS[..]),
     };
     let config = crate::base::values::Regex::sharing(|| cx.document(text));
     match config {
@@ -123,10 +125,23 @@ pub fn load_as(text: &str, file: &str, dialect: Dialect) -> Result<Config, Confi
 
 const TOP_KEYS: [&str; 4] = ["defaults", "targets", "echo_server", "global"];
 const GLOBAL_KEYS: [&str; 1] = ["labels"];
-const DEFAULTS_KEYS: [&str; 3] = ["interval", "timeout", "resolver"];
+const DEFAULTS_KEYS: [&str; 5] = [
+    "interval",
+    "timeout",
+    "resolver",
+    "rtt_buckets",
+    "rtt_histogram",
+];
 const TARGET_KEYS: [&str; 4] = ["services", "interval", "timeout", "labels"];
 /// Keys every service mapping may have; the rest belong to the protocol.
-const COMMON_SERVICE_KEYS: [&str; 4] = ["type", "name", "interval", "timeout"];
+const COMMON_SERVICE_KEYS: [&str; 6] = [
+    "type",
+    "name",
+    "interval",
+    "timeout",
+    "rtt_buckets",
+    "rtt_histogram",
+];
 /// Label names netmon sets itself.
 const RESERVED_LABELS: [&str; 6] = ["host", "protocol", "service", "reason", "phase", "le"];
 
@@ -143,6 +158,8 @@ struct Loader<'a> {
     /// error about the timeout a service inherits points at the key that set it.
     defaults_timeout_at: Option<(usize, usize)>,
     target_timeout_at: Option<(usize, usize)>,
+    /// The default RTT buckets, allocated once and shared by every service using them.
+    default_rtt_buckets: std::sync::Arc<[f64]>,
 }
 
 /// Where `key` is written in `map`, if it is.
@@ -410,7 +427,10 @@ impl Loader<'_> {
             return Defaults::default();
         };
         self.unknown_keys(map, &DEFAULTS_KEYS, "in `defaults`");
+        let rtt = self.rtt_keys(map);
         Defaults {
+            rtt_buckets: rtt.buckets,
+            rtt_histogram: rtt.histogram,
             interval: map
                 .get_node("interval")
                 .and_then(|n| self.duration(n, "interval")),

@@ -12,7 +12,7 @@ use crate::config::model::{
     DEFAULT_INTERVAL, DEFAULT_TIMEOUT, Defaults, MIN_INTERVAL, Origin, Service, Target,
 };
 
-use super::{COMMON_SERVICE_KEYS, Loader, key_at, line_col};
+use super::{COMMON_SERVICE_KEYS, Loader, key_at, line_col, rtt};
 
 impl Loader<'_> {
     /// Parses `HTTP`, `TCP:22` or a mapping into a service.
@@ -24,6 +24,8 @@ impl Loader<'_> {
     ) -> Option<Service> {
         let span = *node.span();
         let mut own_timeout_at = None;
+        let mut own_rtt = rtt::RttKeys::default();
+        let mut own_map = None;
         let (protocol, port, options_node, name, own_interval, own_timeout) = match node {
             Node::Scalar(s) => {
                 let (protocol, port) = self.protocol_and_port(s.as_str(), s.span())?;
@@ -76,6 +78,8 @@ impl Loader<'_> {
                 let own_timeout = map
                     .get_node("timeout")
                     .and_then(|n| self.duration(n, "timeout"));
+                own_rtt = self.rtt_keys(map);
+                own_map = Some(map);
                 let mut rest = (**map).clone();
                 for k in COMMON_SERVICE_KEYS {
                     rest.remove(k);
@@ -231,6 +235,20 @@ impl Loader<'_> {
             );
             return None;
         }
+        let defaults_rtt = rtt::RttKeys {
+            buckets: defaults.rtt_buckets.clone(),
+            histogram: defaults.rtt_histogram,
+        };
+        let default_rtt_buckets = self.default_rtt_buckets.clone();
+        let rtt_buckets = self
+            .effective_rtt(
+                protocol,
+                &own_rtt,
+                own_map,
+                &defaults_rtt,
+                &default_rtt_buckets,
+            )
+            .ok()?;
         let default_name = match options.port() {
             Some(p) if port.is_some() || Some(p) != protocol.default_port() => {
                 format!("{protocol}:{p}")
@@ -246,6 +264,9 @@ impl Loader<'_> {
             timeout,
             own_interval,
             own_timeout,
+            rtt_buckets,
+            own_rtt_buckets: own_rtt.buckets,
+            own_rtt_histogram: own_rtt.histogram,
             labels: target.labels.clone(),
             options,
             origin: {

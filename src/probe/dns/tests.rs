@@ -126,6 +126,7 @@ fn probe(options: Options) -> DnsProbe {
         &Context {
             labels: &labels,
             timeout: std::time::Duration::from_secs(5),
+            rtt_buckets: Some(&crate::probe::packets::DEFAULT_RTT_BUCKETS),
         },
         &metrics.dns,
     )
@@ -420,6 +421,7 @@ async fn forget_removes_the_series() {
         &Context {
             labels: &labels,
             timeout: std::time::Duration::from_secs(5),
+            rtt_buckets: Some(&crate::probe::packets::DEFAULT_RTT_BUCKETS),
         },
         &metrics.dns,
     )

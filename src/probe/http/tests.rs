@@ -172,6 +172,7 @@ fn probe(protocol: Protocol, yaml: &str) -> (HttpProbe, ProbeMetrics) {
         &Context {
             labels: &labels,
             timeout: std::time::Duration::from_secs(5),
+            rtt_buckets: Some(&crate::probe::packets::DEFAULT_RTT_BUCKETS),
         },
         &metrics.http,
     )
@@ -573,6 +574,7 @@ async fn forget_removes_every_series() {
         &Context {
             labels: &labels,
             timeout: std::time::Duration::from_secs(5),
+            rtt_buckets: Some(&crate::probe::packets::DEFAULT_RTT_BUCKETS),
         },
         &metrics.http,
     )

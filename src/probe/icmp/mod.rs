@@ -168,6 +168,7 @@ pub struct Icmp;
 impl Definition for Icmp {
     const NAME: &'static str = "icmp";
     const PORT: PortRule = PortRule::None;
+    const RTT_HISTOGRAM: bool = true;
     type Options = Options;
     type Metrics = Metrics;
 
@@ -219,7 +220,7 @@ impl IcmpProbe {
         Ok(IcmpProbe {
             options,
             budget: wait_budget(ctx.timeout),
-            handles: metrics.handles(ctx.labels),
+            handles: metrics.handles(ctx.labels, ctx.rtt_buckets),
             socket: None,
         })
     }
@@ -235,7 +236,7 @@ impl IcmpProbe {
         IcmpProbe {
             options,
             budget: wait_budget(ctx.timeout),
-            handles: metrics.handles(ctx.labels),
+            handles: metrics.handles(ctx.labels, ctx.rtt_buckets),
             socket: Some(socket),
         }
     }

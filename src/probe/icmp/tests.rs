@@ -75,6 +75,7 @@ impl Fixture {
         let ctx = Context {
             labels: &self.labels,
             timeout,
+            rtt_buckets: Some(&crate::probe::packets::DEFAULT_RTT_BUCKETS),
         };
         o.check_fits(timeout).unwrap();
         IcmpProbe::with_socket(o, &ctx, &self.metrics.icmp, s.clone())
@@ -501,6 +502,7 @@ fn a_round_longer_than_the_timeout_fails_to_build() {
     let ctx = Context {
         labels: &f.labels,
         timeout: StdDuration::from_millis(500),
+        rtt_buckets: Some(&crate::probe::packets::DEFAULT_RTT_BUCKETS),
     };
     let e = IcmpProbe::new(options(3, 200), &ctx, &f.metrics.icmp).unwrap_err();
     assert!(e.0.contains("does not fit in the timeout 500ms"), "{}", e.0);

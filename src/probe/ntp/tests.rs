@@ -83,6 +83,7 @@ fn probe(options: Options) -> NtpProbe {
         &Context {
             labels: &labels,
             timeout: std::time::Duration::from_secs(5),
+            rtt_buckets: Some(&crate::probe::packets::DEFAULT_RTT_BUCKETS),
         },
         &metrics.ntp,
     )
@@ -346,6 +347,7 @@ async fn the_probe_bounds_its_own_wait() {
         &Context {
             labels: &labels,
             timeout: Duration::from_millis(200),
+            rtt_buckets: Some(&crate::probe::packets::DEFAULT_RTT_BUCKETS),
         },
         &metrics.ntp,
     );
@@ -505,6 +507,7 @@ async fn forget_removes_the_series() {
         &Context {
             labels: &labels,
             timeout: std::time::Duration::from_secs(5),
+            rtt_buckets: Some(&crate::probe::packets::DEFAULT_RTT_BUCKETS),
         },
         &metrics.ntp,
     );
