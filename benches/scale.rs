@@ -34,7 +34,11 @@ fn scrape(addr: &str, path: &str, gzip: bool) -> (bool, Vec<u8>) {
         return (false, Vec::new());
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let accept = if gzip { "Accept-Encoding: gzip\r\n" } else { "" };
+    let accept = if gzip {
+        "Accept-Encoding: gzip\r\n"
+    } else {
+        ""
+    };
     let _ = write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: x\r\n{accept}Connection: close\r\n\r\n"

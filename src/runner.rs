@@ -709,6 +709,55 @@ fn log_millis(d: Duration) -> f64 {
 mod tests {
     use super::*;
 
+    /// The series one service has from its start, per protocol, with and without the RTT
+    /// histogram, counted in the exposition (BENCHMARKS.md, "Series per service"). Run with
+    /// `cargo test --lib series_per_service -- --nocapture` to print the table.
+    #[tokio::test]
+    async fn series_per_service() {
+        let yaml = "defaults: { interval: 30s, timeout: 5s }\ntargets:\n  127.0.0.1:\n    services:\n      \
+            - HTTP\n      - HTTPS\n      - ICMP\n      - { type: icmp, name: icmp-off, rtt_histogram: false }\n      \
+            - { type: icmp, name: icmp-8, rtt_buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 1] }\n      \
+            - DNS\n      - NTP\n      - \"TCP:22\"\n      - { type: udp, port: 53, send: x }\n      \
+            - UDP\n      - { type: echo, name: echo-off, rtt_histogram: false }\n";
+        let config = crate::config::load(yaml, "series.yml").unwrap();
+        let mut rows = Vec::new();
+        for s in config.services() {
+            let m = Metrics::new();
+            let labels = labels_of(s);
+            let _common = m.service(labels.clone());
+            let ctx = probe::shape::Context {
+                labels: &labels,
+                timeout: s.timeout,
+                rtt_buckets: s.rtt_buckets.as_deref(),
+            };
+            // ICMP needs a raw or ping socket; without the privilege its row is left out.
+            let Ok(_probe) = probe::build(&s.options, &ctx, &m.probe) else {
+                continue;
+            };
+            let text = m.encode(false).unwrap();
+            let label = format!("service=\"{}\"", s.name);
+            let n = text
+                .lines()
+                .filter(|l| !l.starts_with('#') && l.contains(&label))
+                .count();
+            rows.push((s.name.clone(), n));
+        }
+        println!("service series at start");
+        for (name, n) in &rows {
+            println!("{name:<10} {n}");
+        }
+        let count = |name: &str| rows.iter().find(|r| r.0 == name).map(|r| r.1);
+        assert_eq!(count("tcp:22"), Some(5));
+        // Five common, four packet families, 17 buckets + `+Inf` + `_sum` + `_count`.
+        assert_eq!(count("echo"), Some(29));
+        assert_eq!(count("echo-off"), Some(9));
+        if count("icmp").is_some() {
+            assert_eq!(count("icmp"), Some(29));
+            assert_eq!(count("icmp-8"), Some(20));
+            assert_eq!(count("icmp-off"), Some(9));
+        }
+    }
+
     #[test]
     fn logged_latencies_are_rounded_to_the_microsecond() {
         let shown = |nanos| format!("{}", log_millis(Duration::from_nanos(nanos)));

@@ -67,7 +67,7 @@ const INVALID: &[(&str, &[&str])] = &[
     (
         "invalid-many-errors.yml",
         &[
-            "1:28: unknown key `timout` in `defaults` (did you mean `timeout`?); valid keys: interval, timeout, resolver",
+            "1:28: unknown key `timout` in `defaults` (did you mean `timeout`?); valid keys: interval, timeout, resolver, rtt_buckets, rtt_histogram",
             "4:16: unknown protocol `HTPP` (did you mean `HTTP`?); valid protocols: http, https, icmp, dns, ntp, tcp, udp, echo",
             "4:22: tcp service on `a.example`: a tcp service needs a port: write `TCP:22` or `{type: tcp, port: 22}`",
             "6:15: `interval`: invalid duration `2x`: write e.g. `30s`, `500ms`, `2m`, `1h30m` or a number of seconds",

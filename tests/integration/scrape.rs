@@ -198,8 +198,14 @@ fn serve_refuses_the_rtt_keys_config_check_refuses() {
         let errors = |out: &std::process::Output| -> Vec<String> {
             String::from_utf8_lossy(&out.stderr)
                 .lines()
-                .filter(|l| l.contains(&path))
-                .map(|l| l[l.find(&path).unwrap_or(0)..].to_string())
+                // The `FILE:LINE:COL: message` lines; the headers above them differ.
+                .filter_map(|l| {
+                    let at = l.find(&format!("{path}:"))?;
+                    let located = &l[at..];
+                    located[path.len() + 1..]
+                        .starts_with(|c: char| c.is_ascii_digit())
+                        .then(|| located.to_string())
+                })
                 .collect()
         };
         let (check, serve) = (errors(&check), errors(&serve));
