@@ -4,6 +4,7 @@
 //! families), the median encode time over several runs and the text size; then it encodes
 //! 100k series in a loop on one thread while another thread updates the services' gauges and
 //! counters as probes do, and reports the update rate with and without concurrent scrapes.
+//! It also times gzip of the 100k-service text at a few levels.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,6 +61,37 @@ fn main() {
             median(text_runs).as_secs_f64() * 1e3,
             median(om_runs).as_secs_f64() * 1e3,
             size as f64 / 1e6
+        );
+    }
+
+    // What gzip costs on top: `netmon::metrics::gzip` (the level `/metrics` uses) and, for
+    // comparison, other levels, on the 100k-service text.
+    let m = Metrics::new();
+    let _s = services(&m, 100_000);
+    let text = m.encode(false).expect("encode");
+    println!(
+        "gzip: {:.1} MB of text; level, median ms, MB, ratio (/metrics uses level {})",
+        text.len() as f64 / 1e6,
+        netmon::metrics::GZIP_LEVEL
+    );
+    for level in [1, 3, 6] {
+        let mut runs = Vec::new();
+        let mut size = 0;
+        for _ in 0..5 {
+            let t = Instant::now();
+            let mut z = flate2::write::GzEncoder::new(
+                Vec::with_capacity(text.len() / 8),
+                flate2::Compression::new(level),
+            );
+            std::io::Write::write_all(&mut z, text.as_bytes()).expect("gzip");
+            size = z.finish().expect("gzip").len();
+            runs.push(t.elapsed());
+        }
+        println!(
+            "gzip: level {level}, {:>8.1} ms, {:>6.2} MB, {:>5.1}x",
+            median(runs).as_secs_f64() * 1e3,
+            size as f64 / 1e6,
+            text.len() as f64 / size as f64
         );
     }
 

@@ -1,13 +1,14 @@
 //! Benchmark: netmon at scale on this machine, as an operator would run it.
 //!
-//! `cargo bench --bench scale -- [SERVICES] [INTERVAL_S] [SECONDS] [MIX]` starts loopback
+//! `cargo bench --bench scale -- [SERVICES] [INTERVAL_S] [SECONDS] [MIX] [DEFAULTS]` starts loopback
 //! targets, runs the release `netmon` binary with SERVICES services (default 10000) at
 //! INTERVAL_S (default 10) spread over 127.0.0.0/8 hosts, lets the first round pass, then
 //! measures for SECONDS (default 60): CPU (from /proc/PID/stat), RSS, probes run (from
 //! /metrics), CPU seconds per 1,000 probes, and scheduler lateness p50/p99 (from
 //! netmon_scheduler_lateness_seconds), while scraping /metrics every second, alternately
 //! without and with `Accept-Encoding: gzip` (time and body size of each). MIX is a comma
-//! list of protocols to cycle through (default `tcp`; `icmp`, `udp` where supported).
+//! list of protocols to cycle through (default `tcp`; `icmp`, `udp` where supported); DEFAULTS
+//! adds keys to the config's `defaults:` (e.g. `"rtt_histogram: false"`).
 //! Every load is bounded by SECONDS and stops by itself.
 
 use std::io::{Read, Write};
@@ -155,7 +156,14 @@ fn main() {
 
     let dir = std::env::temp_dir().join(format!("netmon-scale-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let mut cfg = format!("defaults: {{ interval: {interval}s, timeout: 2s }}\ntargets:\n");
+    // DEFAULTS: more keys for `defaults:`, e.g. `rtt_histogram: false`.
+    let extra: String = arg(5, String::new());
+    let extra = if extra.is_empty() {
+        extra
+    } else {
+        format!(", {extra}")
+    };
+    let mut cfg = format!("defaults: {{ interval: {interval}s, timeout: 2s{extra} }}\ntargets:\n");
     // UDP services all go to 127.0.0.1 under distinct names: the responder's socket is bound
     // to 0.0.0.0, so its replies leave from 127.0.0.1 whatever address the probe sent to, and
     // a probe's connected socket would drop replies from any other source.
