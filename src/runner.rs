@@ -748,13 +748,13 @@ mod tests {
         }
         let count = |name: &str| rows.iter().find(|r| r.0 == name).map(|r| r.1);
         assert_eq!(count("tcp:22"), Some(5));
-        // Five common, four packet families, 17 buckets + `+Inf` + `_sum` + `_count`.
-        assert_eq!(count("echo"), Some(29));
-        assert_eq!(count("echo-off"), Some(9));
+        // Five common, six packet families, 17 buckets + `+Inf` + `_sum` + `_count`.
+        assert_eq!(count("echo"), Some(31));
+        assert_eq!(count("echo-off"), Some(11));
         if count("icmp").is_some() {
-            assert_eq!(count("icmp"), Some(29));
-            assert_eq!(count("icmp-8"), Some(20));
-            assert_eq!(count("icmp-off"), Some(9));
+            assert_eq!(count("icmp"), Some(31));
+            assert_eq!(count("icmp-8"), Some(22));
+            assert_eq!(count("icmp-off"), Some(11));
         }
     }
 

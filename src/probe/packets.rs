@@ -324,7 +324,10 @@ mod tests {
     fn a_lost_round_is_the_worst_quality_and_an_empty_one_changes_nothing() {
         let mut reg = Registry::default();
         let m = Metrics::register(&mut reg);
-        let h = m.handles(&vec![("host".into(), "h".into())]);
+        let h = m.handles(
+            &vec![("host".into(), "h".into())],
+            Some(&DEFAULT_RTT_BUCKETS),
+        );
         h.record(&Round {
             sent: 3,
             rtts: vec![],
