@@ -96,15 +96,15 @@ const MAX_REST: Duration = Duration::from_millis(500);
 /// CPU for ~18% fewer bytes (BENCHMARKS.md, "Metrics encoding").
 pub const GZIP_LEVEL: u32 = 1;
 
-/// `body` gzipped at [`GZIP_LEVEL`].
-pub fn gzip(body: &[u8]) -> Vec<u8> {
+/// `body` gzipped at [`GZIP_LEVEL`]. Writing into a `Vec` does not fail; should the
+/// compressor report an error all the same, the scrape gets the plain text.
+pub fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut out = flate2::write::GzEncoder::new(
         Vec::with_capacity(body.len() / 8),
         flate2::Compression::new(GZIP_LEVEL),
     );
-    // Writing into a Vec cannot fail; only running out of memory could, and that aborts.
-    let _ = out.write_all(body);
-    out.finish().unwrap_or_default()
+    out.write_all(body)?;
+    out.finish()
 }
 
 impl Encoder {
@@ -135,7 +135,10 @@ impl Encoder {
                     let bodies = encode(job.openmetrics)
                         .map_err(|_| EncodeError::Format)
                         .map(|text| Bodies {
-                            gzip: gzip.then(|| Bytes::from(self::gzip(text.as_bytes()))),
+                            gzip: gzip
+                                .then(|| self::gzip(text.as_bytes()).ok())
+                                .flatten()
+                                .map(Bytes::from),
                             plain: Bytes::from(text),
                         });
                     let _ = job.done.send(bodies);
