@@ -2,8 +2,9 @@
 //! console re-reads through [`super::load`] after every change, so the running configuration
 //! is always one that `netmon config check` accepts.
 //!
-//! Only what the user wrote is written: the `defaults:`, each target's own `interval`,
-//! `timeout` and `labels`, and each service's own keys. Effective values (a service's interval
+//! Only what the user wrote is written: the `defaults:` and `global:`, each target's own
+//! `interval`, `timeout` and `labels`, and each service's own keys; `echo_server:` is written
+//! with every setting spelled out. Effective values (a service's interval
 //! inherited from its target) are left to the loader to derive again, so `load(save(c)) == c`.
 //! A service with no options besides its port is written in the short form (`tcp:22`).
 
@@ -57,6 +58,9 @@ pub fn to_yaml(config: &Config) -> Result<String, SaveError> {
         targets.insert(t.host.clone().into(), target(t)?);
     }
     root.insert("targets".into(), Value::Mapping(targets));
+    if let Some(echo) = &config.echo_server {
+        root.insert("echo_server".into(), serde_yaml::to_value(echo)?);
+    }
     Ok(serde_yaml::to_string(&Value::Mapping(root))?)
 }
 
@@ -162,6 +166,18 @@ targets:
   localhost:
     services: [TCP:7, ICMP, { type: icmp, name: quiet, rtt_histogram: false }, { type: echo, rtt_buckets: [0.0005, 0.002] }]
 "#;
+
+    #[test]
+    fn the_hosted_echo_server_is_saved_too() {
+        let c = load(
+            "echo_server: { listen: \"127.0.0.1:7007\", tcp: true }\ntargets: { a: { services: [ICMP] } }\n",
+            "netmon.yml",
+        )
+        .unwrap();
+        assert!(c.echo_server.is_some());
+        let text = to_yaml(&c).unwrap();
+        assert_eq!(load(&text, "saved.yml").unwrap(), c, "{text}");
+    }
 
     #[test]
     fn load_save_load_gives_an_equal_config() {
