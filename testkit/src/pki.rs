@@ -203,3 +203,59 @@ fn write(dir: &Path, file: &str, text: &str) -> PathBuf {
     std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     path
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{Version, response, serve};
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A TLS client trusting only `ca_pem`; what it read after `GET /`, or the handshake error.
+    async fn get(port: u16, ca_pem: &str) -> Result<String, std::io::Error> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await?;
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut out = String::new();
+        tls.read_to_string(&mut out).await?;
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn a_leaf_the_ca_signed_is_trusted_and_a_self_signed_one_is_not() {
+        let ca = Ca::new("testkit CA");
+        let leaf = Leaf::new(&["127.0.0.1"]);
+        let good = serve(
+            Some(leaf.signed_by(&ca).server_config()),
+            Version::Http1,
+            |_| response(200, "ok"),
+        )
+        .await;
+        let answer = get(good.port(), &ca.pem()).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        assert!(answer.ends_with("ok"), "{answer}");
+
+        let own = leaf.clone().common_name("self").self_signed();
+        let alone = serve(Some(own.server_config()), Version::Http1, |_| {
+            response(200, "ok")
+        })
+        .await;
+        assert!(get(alone.port(), &ca.pem()).await.is_err());
+        // Trusted as its own root, as a client's ca_file would make it.
+        assert!(get(alone.port(), &own.pem()).await.is_ok());
+    }
+}

@@ -134,3 +134,35 @@ impl Group {
         port
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_keep_their_delay_and_can_leave_from_another_port() {
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let other = sender.local_addr().unwrap();
+        let r = Responder::on(
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+            Some(sender),
+            Arc::new(|n, d: &[u8], _| {
+                vec![
+                    (Duration::from_millis(150), format!("late {n}").into_bytes()),
+                    (Duration::ZERO, d.to_vec()),
+                ]
+            }),
+        );
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let sent = Instant::now();
+        c.send_to(b"ping", r.addr).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = c.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"ping"[..], other));
+        let (n, _) = c.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"late 0");
+        assert!(sent.elapsed() >= Duration::from_millis(150));
+        assert_eq!(r.received(), 1);
+    }
+}
