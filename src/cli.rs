@@ -180,8 +180,7 @@ pub struct ServeArgs {
         long = "web.max-connections",
         value_name = "N",
         default_value_t = 256,
-        value_parser = clap::value_parser!(u32).range(1..),
-        global = true
+        value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub max_connections: u32,
     /// Time a client has to send a request's head before its connection is closed.
@@ -189,8 +188,7 @@ pub struct ServeArgs {
         long = "web.read-header-timeout",
         value_name = "DURATION",
         default_value = "10s",
-        value_parser = parse_duration,
-        global = true
+        value_parser = parse_duration
     )]
     pub read_header_timeout: std::time::Duration,
     /// Time a web connection may stay open with no request in progress and no byte moving.
@@ -198,8 +196,7 @@ pub struct ServeArgs {
         long = "web.idle-timeout",
         value_name = "DURATION",
         default_value = "60s",
-        value_parser = parse_duration,
-        global = true
+        value_parser = parse_duration
     )]
     pub idle_timeout: std::time::Duration,
 }

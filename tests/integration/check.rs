@@ -232,3 +232,20 @@ fn man_page_is_roff_with_every_command() {
         assert!(roff.contains(cmd), "{cmd} missing from the man page");
     }
 }
+
+/// `check --help` lists only what check uses: Icinga users read it to write their commands,
+/// and the web and scheduling flags of `serve` mean nothing to a single probe.
+#[test]
+fn check_help_lists_only_the_flags_check_uses() {
+    let (code, help) = check(&["--help"]);
+    assert_eq!(code, 0);
+    for foreign in ["--web.", "--probes.", "--status.", "--shard.", "--site"] {
+        assert!(
+            !help.contains(foreign),
+            "`check --help` shows {foreign}:\n{help}"
+        );
+    }
+    for own in ["--port", "--timeout", "--log.level"] {
+        assert!(help.contains(own), "`check --help` lacks {own}:\n{help}");
+    }
+}
