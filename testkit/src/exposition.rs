@@ -108,6 +108,19 @@ pub fn total(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     series(text, name, labels).iter().map(|(_, v)| v).sum()
 }
 
+/// `s` percent-encoded for a URL query (RFC 3986: everything but unreserved characters).
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -224,3 +224,25 @@ pub fn ok(program: &Path, args: &[&str]) {
         out.stderr
     );
 }
+
+/// This process's effective user id, from `/proc/self/status`; `None` where that cannot be
+/// read.
+pub fn euid() -> Option<u32> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("Uid:"))?
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
+}
+
+/// Why `tools` cannot be used here, if one is missing: `None` when all are on `PATH` or in
+/// the sbin directories; otherwise which one, and `install`, the way to get them.
+pub fn missing_tool(tools: &[&str], install: &str) -> Option<String> {
+    tools
+        .iter()
+        .find(|t| find(t).is_none())
+        .map(|t| format!("`{t}` is not installed ({install})"))
+}

@@ -13,6 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use testkit::exposition::urlencode;
 use testkit::process::Daemon;
 
 use crate::support::{Netmon, Start, closed_port, http};
@@ -56,16 +57,7 @@ fn prometheus(
 }
 
 fn query(addr: &str, q: &str) -> Vec<Value> {
-    let url = format!(
-        "/api/v1/query?query={}",
-        q.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' =>
-                    (b as char).to_string(),
-                _ => format!("%{b:02X}"),
-            })
-            .collect::<String>()
-    );
+    let url = format!("/api/v1/query?query={}", urlencode(q));
     let (status, body) = http(addr, "GET", &url);
     let v: Value =
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("{q}: {status} {e}: {body}"));

@@ -26,29 +26,14 @@ const CONFIG: &str = "targets:\n  127.0.0.1:\n    interval: 1s\n    timeout: 900
 
 /// Why these tests cannot run here, if they cannot.
 fn missing() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .unwrap_or("?");
-    if euid != "0" {
-        return Some(format!("not running as root (euid {euid})"));
+    match testkit::process::euid() {
+        Some(0) => {}
+        euid => return Some(format!("not running as root (euid {euid:?})")),
     }
-    for tool in ["setcap", "setpriv", "unshare", "ip"] {
-        let found = Command::new(tool)
-            .arg("--help")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        if !found {
-            return Some(format!(
-                "`{tool}` is not installed (apt-get install libcap2-bin util-linux iproute2)"
-            ));
-        }
-    }
-    None
+    testkit::process::missing_tool(
+        &["setcap", "setpriv", "unshare", "ip"],
+        "apt-get install libcap2-bin util-linux iproute2",
+    )
 }
 
 /// True when the test may run; otherwise prints why and returns false, or panics when

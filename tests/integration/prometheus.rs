@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::support::{Netmon, Start, closed_port, http};
 use serde_json::Value;
 use testkit::dns::{NOERROR, Query};
+use testkit::exposition::urlencode;
 use testkit::http::{Version, response, serve};
 use testkit::ntp::Reply;
 use testkit::pki::Leaf;
@@ -682,18 +683,6 @@ impl Prometheus {
             .filter_map(|s| s.as_str().map(str::to_string))
             .collect()
     }
-}
-
-fn urlencode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[test]

@@ -91,26 +91,15 @@ fn threads(pid: u32) -> usize {
 
 /// Why the namespace test cannot run here, if it cannot.
 fn namespace_missing() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .unwrap_or("?");
-    if euid != "0" {
-        return Some(format!(
-            "not running as root (euid {euid}): cannot make a network namespace"
-        ));
+    match testkit::process::euid() {
+        Some(0) => {}
+        euid => {
+            return Some(format!(
+                "not running as root (euid {euid:?}): cannot make a network namespace"
+            ));
+        }
     }
-    let ip = Command::new("ip")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if ip.is_err() {
-        return Some("`ip` is not installed (apt-get install iproute2)".into());
-    }
-    None
+    testkit::process::missing_tool(&["ip"], "apt-get install iproute2")
 }
 
 fn can_make_namespace(test: &str) -> bool {
