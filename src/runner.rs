@@ -14,6 +14,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -22,7 +23,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span};
+use tracing::{Instrument, debug, error, info, info_span};
 
 use crate::base::labels::Labels;
 use crate::base::outcome::{Failure, Outcome, Reason, Target, round_of};
@@ -154,11 +155,210 @@ pub struct Changes {
 
 struct Running {
     service: Service,
+    /// The service's results; for `ip: all`, its paused flag (which pauses every address)
+    /// and the row shown before its name first resolves.
+    status: Arc<Status>,
+    work: Work,
+    cancel: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+/// What a service task probes each round.
+#[derive(Clone)]
+enum Work {
+    /// The one address the protocol picks (the usual case).
+    One {
+        target: Target,
+        probe: Arc<dyn Probe>,
+        metrics: ServiceMetrics,
+    },
+    /// `ip: all`: every address the host resolves to.
+    Each(Arc<EachAddress>),
+}
+
+/// An `ip: all` service: the addresses its host resolved to last, each probed as a service
+/// of its own whose series carry an `ip` label. Addresses that appear or vanish between
+/// lookups add or remove their series as a reload would.
+struct EachAddress {
+    service: Service,
+    every: resolve::EveryAddress,
+    all: Arc<Metrics>,
+    history_results: usize,
+    addresses: Mutex<Vec<Arc<Address>>>,
+}
+
+/// One address of an [`EachAddress`] service.
+struct Address {
+    /// `None` while the name has not resolved: the failure still needs a series (`ip=""`,
+    /// which PromQL reads as no `ip` label).
+    ip: Option<IpAddr>,
+    /// The service with this address's `ip` label.
+    service: Service,
     probe: Arc<dyn Probe>,
     metrics: ServiceMetrics,
     status: Arc<Status>,
-    cancel: CancellationToken,
-    handle: JoinHandle<()>,
+}
+
+impl EachAddress {
+    fn current(&self) -> Vec<Arc<Address>> {
+        self.addresses.lock().map(|a| a.clone()).unwrap_or_default()
+    }
+
+    /// Makes the probed addresses `ips`, or, when the name did not resolve (`None`), keeps
+    /// the last ones (or the unresolved row when there are none yet).
+    fn reconcile(&self, ips: Option<&[IpAddr]>) {
+        let Ok(mut addresses) = self.addresses.lock() else {
+            return;
+        };
+        let wanted: Vec<Option<IpAddr>> = match ips {
+            Some(ips) => ips.iter().copied().map(Some).collect(),
+            None if addresses.is_empty() => vec![None],
+            None => return,
+        };
+        addresses.retain(|a| {
+            let keep = wanted.contains(&a.ip);
+            if !keep {
+                if let Some(ip) = a.ip {
+                    info!(%ip, "address no longer resolved: its series are removed");
+                }
+                a.metrics.remove();
+                a.probe.forget();
+            }
+            keep
+        });
+        for ip in wanted {
+            if addresses.iter().any(|a| a.ip == ip) {
+                continue;
+            }
+            match self.address(ip) {
+                Ok(a) => {
+                    if let Some(ip) = ip {
+                        info!(%ip, "address resolved: probing it");
+                    }
+                    addresses.push(Arc::new(a));
+                }
+                // The options built when the config was checked; only the machine can
+                // refuse now (no file descriptor left): the next round tries again.
+                Err(e) => error!(ip = ?ip, error = %e, "cannot start probing an address"),
+            }
+        }
+        addresses.sort_by_key(|a| a.ip.map(|ip| (ip.is_ipv6(), ip)));
+    }
+
+    fn address(&self, ip: Option<IpAddr>) -> Result<Address, probe::shape::BuildError> {
+        let mut service = self.service.clone();
+        service
+            .labels
+            .insert("ip".into(), ip.map(|ip| ip.to_string()).unwrap_or_default());
+        let labels = labels_of(&service);
+        let metrics = self.all.service(labels.clone());
+        let ctx = probe::shape::Context {
+            labels: &labels,
+            timeout: service.timeout,
+            rtt_buckets: service.rtt_buckets.as_deref(),
+        };
+        let probe = probe::build(&service.options, &ctx, &self.all.probe).inspect_err(|_| {
+            metrics.remove();
+        })?;
+        Ok(Address {
+            ip,
+            status: Arc::new(Status::new(service.interval, self.history_results)),
+            service,
+            probe,
+            metrics,
+        })
+    }
+
+    /// Resolves the host, then probes every address at once. The outcome is the first
+    /// failure, else the first success.
+    async fn round(&self, limit: &Semaphore, cap: usize) -> Outcome {
+        let host = &self.service.host;
+        let timeout = self.service.timeout;
+        let start = Instant::now();
+        let found = resolve::with_budget(
+            resolve::budget_for(timeout),
+            resolve::addresses(host, self.every),
+        )
+        .await;
+        let failure = match &found {
+            Ok(ips) => {
+                self.reconcile(Some(ips));
+                None
+            }
+            Err(f) => {
+                self.reconcile(None);
+                Some(f.clone())
+            }
+        };
+        let addresses = self.current();
+        if let Some(f) = failure {
+            // No fresh answer: every address known is reported with the lookup's failure,
+            // as a one-address service would be.
+            let outcome = Err(f);
+            for a in &addresses {
+                let span = info_span!("address", ip = %a.label());
+                span.in_scope(|| record(&outcome, start.elapsed(), &a.metrics, &a.status));
+            }
+            return outcome;
+        }
+        let wanted = u32::try_from(addresses.len().clamp(1, cap.max(1))).unwrap_or(1);
+        let Ok(_permits) = limit.acquire_many(wanted).await else {
+            return Err(Failure::new(Reason::Timeout, "netmon is stopping"));
+        };
+        // Dropped with the round too (the service stopped mid-round).
+        let in_flight = &self.all.in_flight;
+        in_flight.inc_by(i64::from(wanted));
+        let _in_flight = scopeguard(move || {
+            in_flight.dec_by(i64::from(wanted));
+        });
+        let target = Target { host: host.clone() };
+        let rounds = addresses.iter().map(|a| {
+            let ip = a.ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+            let span = info_span!("address", ip = %a.label());
+            resolve::pinned(
+                host,
+                ip,
+                execute(&*a.probe, &target, timeout, &a.metrics, &a.status),
+            )
+            .instrument(span)
+        });
+        let outcomes = futures_util::future::join_all(rounds).await;
+        let first_failure = outcomes.iter().position(Result::is_err).unwrap_or(0);
+        outcomes
+            .into_iter()
+            .nth(first_failure)
+            .unwrap_or_else(|| Err(Failure::new(Reason::Dns, format!("{host} has no address"))))
+    }
+
+    /// Removes every address's series.
+    fn forget(&self) {
+        if let Ok(mut addresses) = self.addresses.lock() {
+            for a in addresses.drain(..) {
+                a.metrics.remove();
+                a.probe.forget();
+            }
+        }
+    }
+}
+
+/// Runs `f` when dropped.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
+
+impl Address {
+    /// The `ip` label's value.
+    fn label(&self) -> String {
+        self.ip.map(|ip| ip.to_string()).unwrap_or_default()
+    }
 }
 
 /// The set of running service tasks.
@@ -172,6 +372,8 @@ pub struct Monitor {
     history_results: usize,
     /// This instance's site label and shard.
     placement: Placement,
+    /// The size of `limit`.
+    max_in_flight: usize,
 }
 
 /// Where this instance stands among others probing the same config: a `site` label for every
@@ -306,6 +508,7 @@ impl Monitor {
         Monitor {
             metrics,
             limit: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            max_in_flight: max_in_flight.max(1),
             services: BTreeMap::new(),
             spread: RELOAD_SPREAD,
             history_results: crate::status::history::MAX_RESULTS,
@@ -413,32 +616,54 @@ impl Monitor {
     /// Starts one service's task.
     pub fn start(&mut self, service: Service) -> Result<(), probe::shape::BuildError> {
         let key = key_of(&service);
-        let labels = labels_of(&service);
-        let metrics = self.metrics.service(labels.clone());
-        let ctx = probe::shape::Context {
-            labels: &labels,
-            timeout: service.timeout,
-            rtt_buckets: service.rtt_buckets.as_deref(),
-        };
-        let probe = match probe::build(&service.options, &ctx, &self.metrics.probe) {
-            Ok(p) => p,
-            Err(e) => {
-                metrics.remove();
-                return Err(e);
+        let work = match service.addresses {
+            Some(every) => {
+                // Built once against scratch families, so a refusal is reported at start as
+                // for any service; each address builds its own probe when it resolves.
+                if let Some(e) = validate([&service]).into_iter().next() {
+                    return Err(probe::shape::BuildError(e.message));
+                }
+                Work::Each(Arc::new(EachAddress {
+                    service: service.clone(),
+                    every,
+                    all: self.metrics.clone(),
+                    history_results: self.history_results,
+                    addresses: Mutex::new(Vec::new()),
+                }))
+            }
+            None => {
+                let labels = labels_of(&service);
+                let metrics = self.metrics.service(labels.clone());
+                let ctx = probe::shape::Context {
+                    labels: &labels,
+                    timeout: service.timeout,
+                    rtt_buckets: service.rtt_buckets.as_deref(),
+                };
+                let probe = match probe::build(&service.options, &ctx, &self.metrics.probe) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        metrics.remove();
+                        return Err(e);
+                    }
+                };
+                Work::One {
+                    target: Target {
+                        host: service.host.clone(),
+                    },
+                    probe,
+                    metrics,
+                }
             }
         };
         let status = Arc::new(Status::new(service.interval, self.history_results));
         let cancel = CancellationToken::new();
         let task = Task {
-            target: Target {
-                host: service.host.clone(),
-            },
             timeout: service.timeout,
-            probe: probe.clone(),
-            metrics: metrics.clone(),
+            work: work.clone(),
             status: status.clone(),
             cancel: cancel.clone(),
             limit: self.limit.clone(),
+            cap: self.max_in_flight,
             all: self.metrics.clone(),
         };
         let span = info_span!(
@@ -458,9 +683,8 @@ impl Monitor {
             key,
             Running {
                 service,
-                probe,
-                metrics,
                 status,
+                work,
                 cancel,
                 handle,
             },
@@ -487,16 +711,31 @@ impl Monitor {
     }
 
     /// Every service with its status, ordered by host then service.
+    /// An `ip: all` service has a row per address (its `service.labels` has the `ip`).
     pub fn status(&self) -> Vec<ServiceStatus> {
-        self.services
-            .values()
-            .map(|r| ServiceStatus {
-                service: r.service.clone(),
-                paused: r.status.paused(),
-                view: r.status.view(),
-                live: r.status.clone(),
-            })
-            .collect()
+        let mut rows = Vec::with_capacity(self.services.len());
+        for r in self.services.values() {
+            let paused = r.status.paused();
+            let addresses = match &r.work {
+                Work::Each(each) => each.current(),
+                Work::One { .. } => Vec::new(),
+            };
+            if addresses.is_empty() {
+                rows.push(ServiceStatus {
+                    service: r.service.clone(),
+                    paused,
+                    view: r.status.view(),
+                    live: r.status.clone(),
+                });
+            }
+            rows.extend(addresses.iter().map(|a| ServiceStatus {
+                service: a.service.clone(),
+                paused,
+                view: a.status.view(),
+                live: a.status.clone(),
+            }));
+        }
+        rows
     }
 
     /// The configs of the running services, ordered by host then service.
@@ -518,12 +757,17 @@ impl Monitor {
     }
 
     /// Probes one service now, outside its schedule, recording the result as usual.
+    /// An `ip: all` service probes every address; the outcome is the first failure.
     pub async fn check_now(&self, key: &ServiceKey) -> Option<Outcome> {
         let r = self.services.get(key)?;
-        let target = Target {
-            host: r.service.host.clone(),
-        };
-        Some(execute(&*r.probe, &target, r.service.timeout, &r.metrics, &r.status).await)
+        Some(match &r.work {
+            Work::One {
+                target,
+                probe,
+                metrics,
+            } => execute(&**probe, target, r.service.timeout, metrics, &r.status).await,
+            Work::Each(each) => each.round(&self.limit, self.max_in_flight).await,
+        })
     }
 }
 
@@ -569,18 +813,23 @@ fn build_error(s: &Service, e: &probe::shape::BuildError) -> ConfigError {
 
 async fn finish(r: Running) {
     let _ = r.handle.await;
-    r.metrics.remove();
-    r.probe.forget();
+    match r.work {
+        Work::One { probe, metrics, .. } => {
+            metrics.remove();
+            probe.forget();
+        }
+        Work::Each(each) => each.forget(),
+    }
 }
 
 struct Task {
-    target: Target,
     timeout: Duration,
-    probe: Arc<dyn Probe>,
-    metrics: ServiceMetrics,
+    work: Work,
     status: Arc<Status>,
     cancel: CancellationToken,
     limit: Arc<Semaphore>,
+    /// The limit's size: an `ip: all` round takes at most this many permits.
+    cap: usize,
     all: Arc<Metrics>,
 }
 
@@ -596,23 +845,35 @@ impl Task {
             self.all
                 .lateness
                 .observe(now.saturating_duration_since(schedule.next()).as_secs_f64());
-            if !self.status.paused() {
-                let permit = tokio::select! {
+            match &self.work {
+                _ if self.status.paused() => {}
+                Work::Each(each) => tokio::select! {
                     biased;
                     _ = self.cancel.cancelled() => return,
-                    p = self.limit.acquire() => p,
-                };
-                let Ok(_permit) = permit else { return };
-                self.all.in_flight.inc();
-                tokio::select! {
-                    biased;
-                    _ = self.cancel.cancelled() => {
-                        self.all.in_flight.dec();
-                        return;
+                    _ = each.round(&self.limit, self.cap) => {}
+                },
+                Work::One {
+                    target,
+                    probe,
+                    metrics,
+                } => {
+                    let permit = tokio::select! {
+                        biased;
+                        _ = self.cancel.cancelled() => return,
+                        p = self.limit.acquire() => p,
+                    };
+                    let Ok(_permit) = permit else { return };
+                    self.all.in_flight.inc();
+                    tokio::select! {
+                        biased;
+                        _ = self.cancel.cancelled() => {
+                            self.all.in_flight.dec();
+                            return;
+                        }
+                        _ = execute(&**probe, target, self.timeout, metrics, &self.status) => {}
                     }
-                    _ = execute(&*self.probe, &self.target, self.timeout, &self.metrics, &self.status) => {}
+                    self.all.in_flight.dec();
                 }
-                self.all.in_flight.dec();
             }
             schedule.advance(Instant::now());
         }

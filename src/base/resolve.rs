@@ -164,6 +164,70 @@ const HOSTS: &str = "/etc/hosts";
 
 tokio::task_local! {
     static BUDGET: Duration;
+    /// The address an `ip: all` service probes in this round: lookups of its host inside the
+    /// probe give this address alone, so every protocol probes it without knowing why.
+    static PINNED: (Arc<str>, IpAddr);
+}
+
+/// `max_addresses` when `ip: all` is written without it.
+pub const DEFAULT_MAX_ADDRESSES: usize = 8;
+
+/// The largest `max_addresses` accepted: each address is a set of series.
+pub const MAX_ADDRESSES_LIMIT: usize = 64;
+
+/// `ip: all` (`all-ipv4`, `all-ipv6`): probe every address the name resolves to, each as its
+/// own series with an `ip` label, at most `max` of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EveryAddress {
+    /// The family: `Auto` for both, IPv4 first.
+    pub family: IpPreference,
+    /// `max_addresses`: the most addresses probed; the lowest ones are kept, so a name server
+    /// rotating its answers does not rotate the series.
+    pub max: usize,
+}
+
+impl EveryAddress {
+    /// Parses the value of `ip:` when it asks for every address; `None` for `auto`, `ipv4`,
+    /// `ipv6` and anything else, which the protocol's own options read.
+    pub fn parse(text: &str) -> Option<IpPreference> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "all" => Some(IpPreference::Auto),
+            "all-ipv4" => Some(IpPreference::Ipv4),
+            "all-ipv6" => Some(IpPreference::Ipv6),
+            _ => None,
+        }
+    }
+
+    /// The value of `ip:` that [`EveryAddress::parse`] reads back.
+    pub fn as_str(&self) -> &'static str {
+        match self.family {
+            IpPreference::Auto => "all",
+            IpPreference::Ipv4 => "all-ipv4",
+            IpPreference::Ipv6 => "all-ipv6",
+        }
+    }
+}
+
+/// The addresses `host` resolves to for `every`: lowest first, without repeats, at most
+/// `every.max`. Fails as a probe does (reason `dns`) when there is none.
+pub async fn addresses(host: &str, every: EveryAddress) -> Result<Vec<IpAddr>, Failure> {
+    let mut ips: Vec<IpAddr> = resolve(host, 0, every.family)
+        .await?
+        .into_iter()
+        .map(|a| a.ip())
+        .collect();
+    // IPv4 before IPv6, then by number: a stable choice whatever order the answer had.
+    ips.sort_by_key(|ip| (ip.is_ipv6(), *ip));
+    ips.dedup();
+    ips.truncate(every.max.max(1));
+    Ok(ips)
+}
+
+/// Runs `probe` with lookups of `host` inside it answered by `ip` alone (see
+/// [`EveryAddress`]); other names resolve as usual.
+pub async fn pinned<F: Future>(host: &str, ip: IpAddr, probe: F) -> F::Output {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    PINNED.scope((Arc::from(bare), ip), probe).await
 }
 
 /// The share of a probe's timeout a name lookup may take: two fifths, so that a lookup cut
@@ -185,6 +249,13 @@ pub async fn resolve(
 ) -> Result<Vec<SocketAddr>, Failure> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = bare.parse::<IpAddr>() {
+        return filter(vec![SocketAddr::new(ip, port)], host, pref);
+    }
+    let pinned = PINNED
+        .try_with(|(name, ip)| name.eq_ignore_ascii_case(bare).then_some(*ip))
+        .ok()
+        .flatten();
+    if let Some(ip) = pinned {
         return filter(vec![SocketAddr::new(ip, port)], host, pref);
     }
     let budget = BUDGET.try_with(|b| *b).unwrap_or(DEFAULT_BUDGET);

@@ -14,12 +14,14 @@
 //! MOS mode does (`mos=4.39;;;0;5`).
 
 use std::fmt;
+use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::Duration as StdDuration;
 
 use crate::base::hint::Dialect;
 use crate::base::outcome::{Outcome, Target, round_of};
 use crate::base::quality::Quality;
+use crate::base::resolve;
 use crate::cli::CheckArgs;
 use crate::config;
 use crate::config::model::Service;
@@ -416,14 +418,64 @@ pub struct Verdict {
     pub state: State,
 }
 
-/// Probes every service of `plan` at once and judges the results.
+/// Probes every service of `plan` at once and judges the results: one verdict per service,
+/// or per address of an `ip: all` service.
 pub async fn execute(plan: &Plan) -> Vec<Verdict> {
     let metrics = Metrics::new();
-    let runs = plan.services.iter().map(|s| probe_once(s, plan, &metrics));
-    futures_util::future::join_all(runs).await
+    let runs = plan
+        .services
+        .iter()
+        .map(|s| probe_service(s, plan, &metrics));
+    futures_util::future::join_all(runs)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
-async fn probe_once(service: &Service, plan: &Plan, metrics: &Metrics) -> Verdict {
+async fn probe_service(service: &Service, plan: &Plan, metrics: &Metrics) -> Vec<Verdict> {
+    let Some(every) = service.addresses else {
+        return vec![probe_once(service, None, plan, metrics).await];
+    };
+    let timeout = plan.timeout.unwrap_or(service.timeout);
+    let found = resolve::with_budget(
+        resolve::budget_for(timeout),
+        resolve::addresses(&service.host, every),
+    )
+    .await;
+    match found {
+        Ok(ips) => {
+            let runs = ips
+                .into_iter()
+                .map(|ip| probe_once(service, Some(ip), plan, metrics));
+            futures_util::future::join_all(runs).await
+        }
+        Err(f) => {
+            let outcome = Ok(Err(f));
+            let state = judge(&outcome, None, &plan.warning, &plan.critical);
+            vec![Verdict {
+                service: service.clone(),
+                outcome,
+                loss_percent: None,
+                quality: None,
+                state,
+            }]
+        }
+    }
+}
+
+/// Probes `service` once; `ip` is the one address of an `ip: all` service to probe.
+async fn probe_once(
+    service: &Service,
+    ip: Option<IpAddr>,
+    plan: &Plan,
+    metrics: &Metrics,
+) -> Verdict {
+    let mut service = service.clone();
+    if let Some(ip) = ip {
+        service.labels.insert("ip".into(), ip.to_string());
+    }
+    let service = &service;
     let labels = labels_of(service);
     let timeout = plan.timeout.unwrap_or(service.timeout);
     let ctx = probe::shape::Context {
@@ -437,7 +489,11 @@ async fn probe_once(service: &Service, plan: &Plan, metrics: &Metrics) -> Verdic
             let target = Target {
                 host: service.host.clone(),
             };
-            Ok(crate::runner::run_with_timeout(&*p, &target, timeout).await)
+            let run = crate::runner::run_with_timeout(&*p, &target, timeout);
+            Ok(match ip {
+                Some(ip) => resolve::pinned(&service.host, ip, run).await,
+                None => run.await,
+            })
         }
     };
     let round = outcome.as_ref().ok().and_then(round_of);
@@ -497,7 +553,10 @@ fn perf_range(r: &Option<Range>) -> &str {
 pub fn line(v: &Verdict, plan: &Plan, prefix: &str) -> String {
     let proto = v.service.protocol.as_str().to_uppercase();
     let state = v.state.as_str();
-    let at = v.service.endpoint();
+    let mut at = v.service.endpoint();
+    if let (Some(ip), Some(_)) = (v.service.labels.get("ip"), v.service.addresses) {
+        at.push_str(&format!(" [{ip}]"));
+    }
     let name = if v.service.name == v.service.protocol.as_str() || prefix.is_empty() {
         String::new()
     } else {
@@ -583,7 +642,10 @@ pub fn run(args: &CheckArgs) -> ExitCode {
     let mut worst = State::Ok;
     for v in &verdicts {
         let prefix = if several {
-            format!("{} {}", v.service.host, v.service.name)
+            match (v.service.labels.get("ip"), v.service.addresses) {
+                (Some(ip), Some(_)) => format!("{} {} {ip}", v.service.host, v.service.name),
+                _ => format!("{} {}", v.service.host, v.service.name),
+            }
         } else {
             String::new()
         };

@@ -89,6 +89,9 @@ pub struct Service {
     pub own_rtt_histogram: Option<bool>,
     /// The target's extra labels.
     pub labels: BTreeMap<String, String>,
+    /// `ip: all`: every address of the host probed, each with an `ip` label; `None` probes
+    /// the one address the protocol picks.
+    pub addresses: Option<crate::base::resolve::EveryAddress>,
     /// Protocol options, validated.
     pub options: Options,
     /// Where the service was written, for errors found after loading (building its probe).

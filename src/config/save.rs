@@ -94,7 +94,8 @@ fn service(s: &Service) -> Result<Value, SaveError> {
         && s.own_interval.is_none()
         && s.own_timeout.is_none()
         && s.own_rtt_buckets.is_none()
-        && s.own_rtt_histogram.is_none();
+        && s.own_rtt_histogram.is_none()
+        && s.addresses.is_none();
     // A bare `udp` means the echo check (the classic form's shorthand), so udp is always a mapping.
     if plain && s.protocol != Protocol::Udp {
         if options.is_empty() {
@@ -119,6 +120,13 @@ fn service(s: &Service) -> Result<Value, SaveError> {
     }
     rtt(&mut m, s.own_rtt_buckets.as_deref(), s.own_rtt_histogram)?;
     m.extend(options);
+    if let Some(every) = s.addresses {
+        // After the options, whose own `ip:` (always `auto` here) it replaces.
+        m.insert("ip".into(), every.as_str().into());
+        if every.max != crate::base::resolve::DEFAULT_MAX_ADDRESSES {
+            m.insert("max_addresses".into(), (every.max as u64).into());
+        }
+    }
     Ok(Value::Mapping(m))
 }
 
@@ -161,6 +169,8 @@ targets:
         ip: ipv4
         max_read: 100
       - { type: tcp, port: 80, send: "123", ip: ipv6 }
+      - { type: tcp, port: 81, ip: all }
+      - { type: tcp, port: 82, ip: all-ipv6, max_addresses: 3 }
   "::1":
     services: ["tcp:443", { type: tcp, port: 8443, timeout: 1s }]
   localhost:

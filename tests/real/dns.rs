@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{Daemon, free_port, programs, run};
+use crate::support::{Daemon, free_port, ok, programs, run, serve};
 
 const NETMON: &str = env!("CARGO_BIN_EXE_netmon");
 
@@ -26,8 +26,17 @@ const LOCAL_DATA: &[&str] = &[
 /// unbound on 127.0.0.1:`port`, UDP and TCP, answering from `LOCAL_DATA` alone; `dir` holds
 /// its config, pid file and log.
 fn unbound(bin: &Path, dir: &Path, port: u16) -> Daemon {
+    write_unbound_conf(dir, port, LOCAL_DATA);
+    let mut c = Command::new(bin);
+    c.arg("-d").arg("-c").arg(dir.join("unbound.conf"));
+    // unbound opens its UDP and TCP sockets together: TCP accepting means UDP is ready too.
+    Daemon::start("unbound", c, &dir.join("unbound.log"), &[port])
+}
+
+/// Writes unbound's config for 127.0.0.1:`port` serving `records` alone under netmon.test.
+fn write_unbound_conf(dir: &Path, port: u16, records: &[&str]) {
     let d = dir.display();
-    let data: String = LOCAL_DATA
+    let data: String = records
         .iter()
         .map(|rr| format!("  local-data: '{rr}'\n"))
         .collect();
@@ -44,10 +53,6 @@ fn unbound(bin: &Path, dir: &Path, port: u16) -> Daemon {
         ),
     )
     .expect("write unbound.conf");
-    let mut c = Command::new(bin);
-    c.arg("-d").arg("-c").arg(&conf);
-    // unbound opens its UDP and TCP sockets together: TCP accepting means UDP is ready too.
-    Daemon::start("unbound", c, &dir.join("unbound.log"), &[port])
 }
 
 /// What dig got: the rcode name and the answer records (fields joined by single spaces).
@@ -195,4 +200,137 @@ fn unbound_answers_agree_with_dig_over_udp_and_tcp() {
             eprintln!("{how}: dig {} {:?}; netmon agrees", d.rcode, d.answers);
         }
     }
+}
+
+/// `ip: all` with unbound as the name server while its zone changes: netmon probes exactly
+/// the addresses dig gets, follows a new A set once the old one's TTL has run out, and keeps
+/// an answer with a long TTL although the zone has changed since.
+#[test]
+fn ip_all_follows_unbound_as_its_a_set_and_ttl_change() {
+    const T: &str = "ip_all_follows_unbound_as_its_a_set_and_ttl_change";
+    let Some([unbound_bin, dig_bin]) = programs(T, ["unbound", "dig"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let dns = free_port();
+    // One port on three loopback addresses; nothing listens on 127.0.0.4.
+    let a = std::net::TcpListener::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+    let port = a.local_addr().expect("address").port();
+    let b = std::net::TcpListener::bind(("127.0.0.3", port)).expect("bind 127.0.0.3");
+    let c = std::net::TcpListener::bind(("127.0.0.5", port)).expect("bind 127.0.0.5");
+    let zone = |ttl: u32, last: &[u8]| -> Vec<String> {
+        last.iter()
+            .map(|n| format!("pool.netmon.test. {ttl} IN A 127.0.0.{n}"))
+            .collect()
+    };
+    let set_zone = |records: &[String], unbound: &Daemon| {
+        let records: Vec<&str> = records.iter().map(String::as_str).collect();
+        write_unbound_conf(dir.path(), dns, &records);
+        ok(
+            Path::new("/bin/kill"),
+            &["-HUP", &unbound.pid().to_string()],
+        );
+    };
+    let dig_set = |want: &[&str]| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut got = dig(&dig_bin, dns, "pool.netmon.test", "A", false)
+                .answers
+                .iter()
+                .filter_map(|rr| rr.split(' ').nth(4).map(str::to_string))
+                .collect::<Vec<_>>();
+            got.sort();
+            if got == want {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "unbound did not reload: dig says {got:?}, want {want:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let first = zone(2, &[2, 3]);
+    let records: Vec<&str> = first.iter().map(String::as_str).collect();
+    write_unbound_conf(dir.path(), dns, &records);
+    let mut command = Command::new(&unbound_bin);
+    command
+        .arg("-d")
+        .arg("-c")
+        .arg(dir.path().join("unbound.conf"));
+    let unbound = Daemon::start("unbound", command, &dir.path().join("unbound.log"), &[dns]);
+    dig_set(&["127.0.0.2", "127.0.0.3"]);
+
+    let n = serve(
+        dir.path(),
+        &format!(
+            "defaults:\n  interval: 200ms\n  timeout: 150ms\n  resolver: {{ nameservers: [\"127.0.0.1:{dns}\"] }}\n\
+             targets:\n  pool.netmon.test:\n    services: [{{ type: tcp, port: {port}, ip: all }}]\n"
+        ),
+    );
+    let probed = |n: &crate::support::Netmon| -> Vec<(String, f64)> {
+        let text = n.scrape();
+        let mut ips: Vec<(String, f64)> = text
+            .lines()
+            .filter_map(testkit::exposition::parse_line)
+            .filter(|(name, labels, _)| {
+                *name == "netmon_up"
+                    && labels
+                        .iter()
+                        .any(|(k, v)| k == "host" && v == "pool.netmon.test")
+            })
+            .filter_map(|(_, labels, v)| {
+                labels
+                    .iter()
+                    .find(|(k, _)| k == "ip")
+                    .map(|(_, ip)| (ip.to_string(), v))
+            })
+            .collect();
+        ips.sort_by(|x, y| x.0.cmp(&y.0));
+        ips
+    };
+    let wait_for = |n: &crate::support::Netmon, want: &[(&str, f64)], why: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let got = probed(n);
+            if got
+                .iter()
+                .map(|(ip, v)| (ip.as_str(), *v))
+                .eq(want.iter().copied())
+            {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{why}: netmon probes {got:?}, want {want:?}\n{}",
+                n.log().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for(
+        &n,
+        &[("127.0.0.2", 1.0), ("127.0.0.3", 1.0)],
+        "the first A set",
+    );
+
+    // A new set whose old TTL (2 s) runs out: netmon follows, with 127.0.0.4 refused.
+    set_zone(&zone(300, &[3, 4, 5]), &unbound);
+    dig_set(&["127.0.0.3", "127.0.0.4", "127.0.0.5"]);
+    wait_for(
+        &n,
+        &[("127.0.0.3", 1.0), ("127.0.0.4", 0.0), ("127.0.0.5", 1.0)],
+        "the second A set, after the first one's TTL",
+    );
+
+    // That answer's TTL is 300 s: a change now is not seen for as long as it is cached.
+    set_zone(&zone(300, &[2]), &unbound);
+    dig_set(&["127.0.0.2"]);
+    std::thread::sleep(Duration::from_secs(3));
+    wait_for(
+        &n,
+        &[("127.0.0.3", 1.0), ("127.0.0.4", 0.0), ("127.0.0.5", 1.0)],
+        "the cached answer, within its TTL",
+    );
+    drop((a, b, c));
 }

@@ -134,13 +134,14 @@ const DEFAULTS_KEYS: [&str; 5] = [
 ];
 const TARGET_KEYS: [&str; 4] = ["services", "interval", "timeout", "labels"];
 /// Keys every service mapping may have; the rest belong to the protocol.
-const COMMON_SERVICE_KEYS: [&str; 6] = [
+const COMMON_SERVICE_KEYS: [&str; 7] = [
     "type",
     "name",
     "interval",
     "timeout",
     "rtt_buckets",
     "rtt_histogram",
+    "max_addresses",
 ];
 /// Label names netmon sets itself.
 const RESERVED_LABELS: [&str; 6] = ["host", "protocol", "service", "reason", "phase", "le"];

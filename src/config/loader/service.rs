@@ -4,6 +4,7 @@ use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::{Node, Span};
 
 use crate::base::hint::{Dialect, did_you_mean};
+use crate::base::resolve::{DEFAULT_MAX_ADDRESSES, EveryAddress, MAX_ADDRESSES_LIMIT};
 use crate::base::values::Duration;
 use crate::probe::shape::PortRule;
 use crate::probe::{self, Protocol};
@@ -26,6 +27,7 @@ impl Loader<'_> {
         let mut own_timeout_at = None;
         let mut own_rtt = rtt::RttKeys::default();
         let mut own_map = None;
+        let mut addresses = None;
         let (protocol, port, options_node, name, own_interval, own_timeout) = match node {
             Node::Scalar(s) => {
                 let (protocol, port) = self.protocol_and_port(s.as_str(), s.span())?;
@@ -83,6 +85,11 @@ impl Loader<'_> {
                 let mut rest = (**map).clone();
                 for k in COMMON_SERVICE_KEYS {
                     rest.remove(k);
+                }
+                addresses = self.every_address(map, target)?;
+                if addresses.is_some() {
+                    // The protocol's own `ip:` reads one family; `all` is the runner's.
+                    rest.remove("ip");
                 }
                 (
                     protocol,
@@ -268,6 +275,7 @@ impl Loader<'_> {
             own_rtt_buckets: own_rtt.buckets,
             own_rtt_histogram: own_rtt.histogram,
             labels: target.labels.clone(),
+            addresses,
             options,
             origin: {
                 let (line, column) = line_col(&span);
@@ -278,6 +286,61 @@ impl Loader<'_> {
                 }
             },
         })
+    }
+
+    /// `ip: all` (`all-ipv4`, `all-ipv6`) and `max_addresses:`; `Some(None)` for a service
+    /// that probes one address, `None` after an error.
+    fn every_address(
+        &mut self,
+        map: &MarkedMappingNode,
+        target: &Target,
+    ) -> Option<Option<EveryAddress>> {
+        let family = map
+            .get_node("ip")
+            .and_then(|n| n.as_scalar())
+            .and_then(|s| EveryAddress::parse(s.as_str()));
+        let max = match map.get_node("max_addresses") {
+            None => None,
+            Some(n) => {
+                let text = n.as_scalar().map(|s| s.as_str().trim()).unwrap_or("");
+                match text.parse::<usize>() {
+                    Ok(m) if (1..=MAX_ADDRESSES_LIMIT).contains(&m) => Some(m),
+                    _ => {
+                        self.err(
+                            n.span(),
+                            format!(
+                                "`max_addresses: {text}`: give a number from 1 to {MAX_ADDRESSES_LIMIT}"
+                            ),
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        let Some(family) = family else {
+            if let Some(n) = map.get_node("max_addresses") {
+                self.err(
+                    n.span(),
+                    "`max_addresses` only applies with `ip: all` (or `all-ipv4`, `all-ipv6`): add `ip: all` or drop it",
+                );
+                return None;
+            }
+            return Some(None);
+        };
+        if target.labels.contains_key("ip") {
+            self.err(
+                map.span(),
+                format!(
+                    "`ip: all` on `{}` labels each address `ip`, and the target already has a label `ip`: rename that label",
+                    target.host
+                ),
+            );
+            return None;
+        }
+        Some(Some(EveryAddress {
+            family,
+            max: max.unwrap_or(DEFAULT_MAX_ADDRESSES),
+        }))
     }
 
     fn protocol_and_port(&mut self, text: &str, span: &Span) -> Option<(Protocol, Option<u16>)> {

@@ -390,3 +390,55 @@ fn two_thousand_deep_long_and_malformed_documents_load_or_fail_quickly_without_p
     // The generator reaches both ends: documents that load and nests beyond the limit.
     assert!(valid > 0 && deep > 0, "{valid} valid, {deep} too deep");
 }
+
+#[test]
+fn ip_all_and_max_addresses_are_read_and_checked() {
+    use crate::base::resolve::{DEFAULT_MAX_ADDRESSES, EveryAddress};
+    use crate::base::values::IpPreference;
+
+    let c = load(
+        "targets:\n  h:\n    services:\n      - { type: tcp, port: 1, ip: all }\n      \
+         - { type: icmp, ip: all-ipv4, max_addresses: 2 }\n      - { type: dns, ip: ipv6 }\n",
+        "t.yml",
+    )
+    .unwrap();
+    let every: Vec<Option<EveryAddress>> = c.services().map(|s| s.addresses).collect();
+    assert_eq!(
+        every,
+        [
+            Some(EveryAddress {
+                family: IpPreference::Auto,
+                max: DEFAULT_MAX_ADDRESSES
+            }),
+            Some(EveryAddress {
+                family: IpPreference::Ipv4,
+                max: 2
+            }),
+            None,
+        ]
+    );
+
+    let e = errors("targets: { h: { services: [{ type: tcp, port: 1, max_addresses: 2 }] } }");
+    assert!(
+        e[0].contains("`max_addresses` only applies with `ip: all`"),
+        "{e:?}"
+    );
+    for bad in ["0", "65", "many"] {
+        let e = errors(&format!(
+            "targets: {{ h: {{ services: [{{ type: tcp, port: 1, ip: all, max_addresses: {bad} }}] }} }}"
+        ));
+        assert!(
+            e[0].contains(&format!(
+                "`max_addresses: {bad}`: give a number from 1 to 64"
+            )),
+            "{e:?}"
+        );
+    }
+    let e = errors(
+        "targets: { h: { labels: { ip: x }, services: [{ type: tcp, port: 1, ip: all }] } }",
+    );
+    assert!(e[0].contains("already has a label `ip`"), "{e:?}");
+    // A misspelt family still gets the protocol's own list of values.
+    let e = errors("targets: { h: { services: [{ type: tcp, port: 1, ip: al }] } }");
+    assert!(e[0].contains("`ip`"), "{e:?}");
+}
