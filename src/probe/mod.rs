@@ -185,6 +185,10 @@ protocols! {
         /// Our own UDP echo protocol (the classic form's bare `UDP` with no port).
         Echo echo => Echo,
     }
+    stamp {
+        /// An RFC 8762 STAMP Session-Sender (unauthenticated) against a Session-Reflector.
+        Stamp stamp => Stamp,
+    }
 }
 
 impl Protocol {

@@ -306,8 +306,14 @@ async fn serve(socket: UdpSocket, mut policy: Policy, metrics: Metrics, token: C
         }
         let packet = &mut buf[..a.len];
         let receive = Timestamp::from_system_time(a.at);
-        if wire::reflect_in_place(packet, receive, a.ttl, ErrorEstimate::NETMON, Timestamp::now)
-            .is_err()
+        if wire::reflect_in_place(
+            packet,
+            receive,
+            a.ttl,
+            ErrorEstimate::NETMON,
+            Timestamp::now,
+        )
+        .is_err()
         {
             metrics.count(Verdict::DroppedTooShort);
             continue;

@@ -360,10 +360,7 @@ mod tests {
         assert_eq!(&b[16..18], &[0xbe, 0xef]);
         assert!(b[18..].iter().all(|&x| x == 0));
         assert_eq!(SenderPacket::decode(&b), Ok(sender()));
-        assert_eq!(
-            sender().encode_into(43, &mut b),
-            Err(EncodeError::Size(43))
-        );
+        assert_eq!(sender().encode_into(43, &mut b), Err(EncodeError::Size(43)));
         assert_eq!(
             sender().encode_into(MAX_LEN + 1, &mut b),
             Err(EncodeError::Size(MAX_LEN + 1))
@@ -405,7 +402,13 @@ mod tests {
         assert_eq!(SenderPacket::decode(&b), Err(WireError::TooShort(43)));
         assert_eq!(ReflectorPacket::decode(&b), Err(WireError::TooShort(43)));
         assert_eq!(
-            reflect_in_place(&mut b, Timestamp(1), 0, ErrorEstimate::NETMON, Timestamp::now),
+            reflect_in_place(
+                &mut b,
+                Timestamp(1),
+                0,
+                ErrorEstimate::NETMON,
+                Timestamp::now
+            ),
             Err(WireError::TooShort(43))
         );
         let big = vec![0u8; MAX_LEN + 1];
@@ -429,9 +432,13 @@ mod tests {
             let mut b: Vec<u8> = (0..len).map(|_| rng.random()).collect();
             let _ = SenderPacket::decode(&b);
             let _ = ReflectorPacket::decode(&b);
-            let _ = reflect_in_place(&mut b, Timestamp(rng.random()), 1, ErrorEstimate::NETMON, || {
-                Timestamp(2)
-            });
+            let _ = reflect_in_place(
+                &mut b,
+                Timestamp(rng.random()),
+                1,
+                ErrorEstimate::NETMON,
+                || Timestamp(2),
+            );
         }
     }
 }
