@@ -11,9 +11,9 @@ use tracing::{error, info};
 use crate::config::error::LoadError;
 use crate::config::loader::Source;
 use crate::echo::server::EchoServer;
-use crate::stamp::reflector::StampReflector;
 use crate::metrics::Metrics;
 use crate::runner::{Changes, Monitor, ServiceStatus};
+use crate::stamp::reflector::StampReflector;
 
 /// Reloads the configuration from its source into the running monitor. Shared by SIGHUP, the
 /// web endpoint and the console.

@@ -9,8 +9,8 @@ use crate::config::loader::Source;
 use crate::echo::server::EchoServer;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
-use crate::stamp::reflector::StampReflector;
 use crate::runner::{Monitor, Placement};
+use crate::stamp::reflector::StampReflector;
 use crate::{shutdown, web};
 use anyhow::Context as _;
 use std::sync::Arc;
@@ -73,8 +73,9 @@ pub async fn start(
                     if let Some(e) = echo {
                         e.stop().await;
                     }
-                    return Err(anyhow::Error::new(e)
-                        .context("starting the STAMP reflector (`stamp_reflector:` in the config)"));
+                    return Err(anyhow::Error::new(e).context(
+                        "starting the STAMP reflector (`stamp_reflector:` in the config)",
+                    ));
                 }
             }
         }

@@ -17,6 +17,8 @@ pub async fn run(settings: Settings, metrics_address: Option<&str>) -> anyhow::R
     let token = CancellationToken::new();
     let mut registry = Registry::default();
     let metrics = Metrics::register(registry.sub_registry_with_prefix("netmon"));
+    // Before /metrics, so a /metrics that answers means the reflector does too.
+    let reflector = StampReflector::start(settings, &metrics, &token).await?;
     let web = match metrics_address {
         Some(addr) => {
             let listener = crate::base::listen::bind(addr).await?;
@@ -32,7 +34,6 @@ pub async fn run(settings: Settings, metrics_address: Option<&str>) -> anyhow::R
         }
         None => None,
     };
-    let reflector = StampReflector::start(settings, &metrics, &token).await?;
     loop {
         match signals.next().await {
             crate::shutdown::Signal::Stop(name) => {

@@ -393,8 +393,7 @@ impl Loader<'_> {
             );
             return None;
         }
-        let settings: crate::stamp::settings::Settings =
-            self.section(node, "stamp_reflector")?;
+        let settings: crate::stamp::settings::Settings = self.section(node, "stamp_reflector")?;
         if let Err(m) = settings.validate() {
             self.err(node.span(), format!("`stamp_reflector`: {m}"));
             return None;
