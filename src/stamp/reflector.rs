@@ -206,6 +206,8 @@ impl StampReflector {
         };
         let socket = UdpSocket::bind(settings.listen).await.map_err(bind)?;
         let addr = socket.local_addr().map_err(bind)?;
+        // Room for bursts while the task is busy answering the previous packets.
+        let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(1 << 20);
         // Without these the receive time is taken when read and the TTL is reported as 0.
         let _ = setsockopt(&socket, sockopt::ReceiveTimestampns, &true);
         let _ = setsockopt(&socket, sockopt::Ipv4RecvTtl, &true);
