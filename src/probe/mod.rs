@@ -94,7 +94,7 @@ macro_rules! protocols {
         }
 
         /// Every protocol's own metric families, registered once per registry; protocols
-        /// that share families (http and https, icmp and echo) hold clones of the same ones.
+        /// that share families (http and https; icmp, echo and stamp) hold clones of the same ones.
         #[derive(Debug, Clone)]
         pub struct ProbeMetrics {
             $($(

@@ -49,7 +49,7 @@ pub enum PortRule {
 }
 
 /// A protocol's metric families, registered once per registry even when several protocols
-/// share them (http and https, icmp and echo).
+/// share them (http and https; icmp, echo and stamp).
 pub trait Families: Clone + fmt::Debug + Send + Sync + 'static {
     /// Registers the families under `registry` (already prefixed `netmon`).
     fn register(registry: &mut Registry) -> Self;

@@ -1,5 +1,5 @@
 //! `rtt_buckets:` and `rtt_histogram:`, in `defaults:` and in a service: the RTT histogram of
-//! the protocols that have one (icmp, echo), its buckets or its absence.
+//! the protocols that have one (icmp, echo, stamp), its buckets or its absence.
 
 use std::sync::Arc;
 
