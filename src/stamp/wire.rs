@@ -432,6 +432,8 @@ mod tests {
             let mut b: Vec<u8> = (0..len).map(|_| rng.random()).collect();
             let _ = SenderPacket::decode(&b);
             let _ = ReflectorPacket::decode(&b);
+            // The fuzz target's invariants too: re-encoding, length and tail kept on reflection.
+            crate::fuzzing::stamp_wire(&b);
             let _ = reflect_in_place(
                 &mut b,
                 Timestamp(rng.random()),
