@@ -621,7 +621,7 @@ impl StampProbe {
         let rtt = total
             .saturating_sub(Duration::from_secs_f64(dwell))
             .max(Duration::from_nanos(1));
-        let t4 = s.timestamp.add(total);
+        let t4 = s.timestamp.after(total);
         let reply = Reply {
             rtt,
             forward: p.receive.seconds_since(s.timestamp),
@@ -766,7 +766,7 @@ mod tests {
                 let mut b = buf[..len].to_vec();
                 let receive = Timestamp::now();
                 if wire::reflect_in_place(&mut b, receive, 64, ErrorEstimate::NETMON, || {
-                    receive.add(Duration::from_micros(100))
+                    receive.after(Duration::from_micros(100))
                 })
                 .is_ok()
                 {

@@ -59,7 +59,7 @@ impl Timestamp {
     }
 
     /// `self` moved on by `d` (wrapping like the clock's own counter).
-    pub fn add(self, d: Duration) -> Timestamp {
+    pub fn after(self, d: Duration) -> Timestamp {
         let frac = (u128::from(d.subsec_nanos()) << 32) / 1_000_000_000;
         let units = (u128::from(d.as_secs()) << 32) + frac;
         // Truncation is the wrap: timestamps are modulo 2^64 units.
@@ -329,12 +329,12 @@ mod tests {
         let ts = Timestamp::from_system_time(t);
         assert_eq!(ts.0 >> 32, (1_800_000_000 + NTP_UNIX_DELTA) & 0xffff_ffff);
         assert_eq!(ts.0 & 0xffff_ffff, 0x8000_0000);
-        let later = ts.add(Duration::from_micros(1500));
+        let later = ts.after(Duration::from_micros(1500));
         assert!((later.seconds_since(ts) - 0.0015).abs() < 1e-9);
         assert!((ts.seconds_since(later) + 0.0015).abs() < 1e-9);
         // Across the 2036 roll-over the difference stays small.
         let before = Timestamp(0xffff_ffff_0000_0000);
-        assert!((before.add(Duration::from_secs(2)).seconds_since(before) - 2.0).abs() < 1e-9);
+        assert!((before.after(Duration::from_secs(2)).seconds_since(before) - 2.0).abs() < 1e-9);
     }
 
     #[test]
@@ -374,7 +374,7 @@ mod tests {
         b[45] = 0x77; // padding or a TLV: reflected unchanged
         let receive = Timestamp(0xe000_0001_0000_0000);
         reflect_in_place(&mut b, receive, 64, ErrorEstimate::NETMON, || {
-            receive.add(Duration::from_micros(20))
+            receive.after(Duration::from_micros(20))
         })
         .unwrap();
         assert_eq!(b.len(), 50);
