@@ -526,7 +526,9 @@ impl StampProbe {
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(wait_until.into()) => {
-                    if all_sent {
+                    // Out of time before the round was sent: a packet now could not be
+                    // answered in time, and would only count as lost.
+                    if all_sent || Instant::now() >= deadline {
                         break;
                     }
                     let i = sent.len();
