@@ -174,8 +174,8 @@ const INVALID: &[(&str, &[&str])] = &[
     (
         "invalid-rtt-protocol.yml",
         &[
-            "5:32: `rtt_buckets` applies to icmp and echo services only (tcp has no RTT histogram): remove it",
-            "6:23: `rtt_histogram` applies to icmp and echo services only (http has no RTT histogram): remove it",
+            "5:32: `rtt_buckets` applies to icmp, echo and stamp services only (tcp has no RTT histogram): remove it",
+            "6:23: `rtt_histogram` applies to icmp, echo and stamp services only (http has no RTT histogram): remove it",
         ],
     ),
     (
