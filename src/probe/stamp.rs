@@ -834,6 +834,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn up_over_ipv6_with_the_hop_limit_reported() {
+        let token = CancellationToken::new();
+        let mut reg = Registry::default();
+        let rm = ReflectorMetrics::register(&mut reg);
+        let settings = Settings {
+            listen: "[::1]:0".parse().unwrap(),
+            ..Settings::default()
+        };
+        let Ok(r) = StampReflector::start(settings, &rm, &token).await else {
+            println!("not run: no IPv6 on loopback here");
+            return;
+        };
+        let mut o = options(r.local_addr().port());
+        o.ip = IpPreference::Ipv6;
+        let (p, preg) = probe(o);
+        let v6 = Target { host: "::1".into() };
+        p.run(&v6).await.unwrap();
+        assert!(text(&preg).contains("packets_received_total{service=\"stamp\"} 3"));
+        // The reflector's answer carries the Hop Limit our packet arrived with.
+        let client = UdpSocket::bind("[::1]:0").await.unwrap();
+        client.connect(r.local_addr()).await.unwrap();
+        let mut out = Vec::new();
+        SenderPacket {
+            seq: 1,
+            timestamp: Timestamp::now(),
+            error: ErrorEstimate::NETMON,
+            ssid: 9,
+        }
+        .encode_into(wire::BASE_LEN, &mut out)
+        .unwrap();
+        client.send(&out).await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), client.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ReflectorPacket::decode(&buf[..n]).unwrap().sender_ttl, 64);
+        r.stop().await;
+    }
+
+    #[tokio::test]
     async fn a_stateful_reflector_tells_forward_from_backward_loss() {
         // 6 packets: a relay in front of the reflector swallows #1 (forward loss); the
         // reflector's reply to #3 (its own number 2) is lost on the way back; #4's comes twice.
