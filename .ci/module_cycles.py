@@ -14,8 +14,8 @@ import sys
 # The layers, lowest first. A module belongs to the layer of the longest prefix listed here;
 # README's "Layout" section describes the same table.
 LAYERS = [
-    ("leaf", ["base", "echo::wire", "echo::settings", "status::history"]),
-    ("domain", ["probe", "echo"]),
+    ("leaf", ["base", "echo::wire", "echo::settings", "stamp::wire", "stamp::settings", "status::history"]),
+    ("domain", ["probe", "echo", "stamp"]),
     ("engine", ["config", "runner", "metrics"]),
     ("app", ["web", "status", "reload", "logging", "shutdown"]),
     ("edge", ["cli", "cmd", "console", "fuzzing", ""]),

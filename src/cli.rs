@@ -36,6 +36,9 @@ pub enum Command {
     /// Echo client: send numbered messages, check every reply byte for byte, print ping-like
     /// lines and a summary; exit 0 only when every message came back intact.
     Echo(EchoArgs),
+    /// Run a stateless STAMP Session-Reflector (RFC 8762, unauthenticated) for `type: stamp`
+    /// services and other STAMP senders.
+    StampReflector(StampReflectorArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -250,6 +253,51 @@ impl EchoServerArgs {
     }
 }
 
+/// Options of `stamp-reflector`.
+#[derive(Debug, Clone, Args)]
+pub struct StampReflectorArgs {
+    /// UDP address to listen on: IP:PORT (ports below 1024 need root or CAP_NET_BIND_SERVICE).
+    #[arg(long, value_name = "ADDR", default_value = crate::stamp::settings::DEFAULT_LISTEN,
+          value_parser = crate::stamp::settings::parse_listen)]
+    pub listen: std::net::SocketAddr,
+    /// Answer only these networks (repeatable): `10.0.0.0/8`, `192.0.2.7`, `2001:db8::/32`.
+    #[arg(long, value_name = "CIDR")]
+    pub allow: Vec<crate::stamp::settings::Net>,
+    /// Test packets per second per source address; 0 turns the limit off.
+    #[arg(long = "rate-limit", value_name = "PPS", default_value_t = crate::stamp::settings::DEFAULT_RATE_LIMIT)]
+    pub rate_limit: u32,
+    /// Largest test packet answered, in bytes (44 or more).
+    #[arg(long = "max-size", value_name = "BYTES", default_value_t = crate::stamp::settings::DEFAULT_MAX_SIZE)]
+    pub max_size: usize,
+    /// Serve the reflector's metrics on /metrics at this address (off when not given).
+    // Same id as serve's global flag, so this one (without its `:9855` default) takes its place.
+    #[arg(
+        id = "listen_address",
+        long = "web.listen-address",
+        value_name = "ADDR",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub metrics_address: String,
+}
+
+impl StampReflectorArgs {
+    /// The reflector settings the flags describe.
+    pub fn settings(&self) -> crate::stamp::settings::Settings {
+        crate::stamp::settings::Settings {
+            listen: self.listen,
+            allow: self.allow.clone(),
+            rate_limit: self.rate_limit,
+            max_size: self.max_size,
+        }
+    }
+
+    /// `--web.listen-address`, if given.
+    pub fn metrics_address(&self) -> Option<&str> {
+        Some(self.metrics_address.as_str()).filter(|a| !a.is_empty())
+    }
+}
+
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     crate::base::values::Duration::parse(s).map(|d| d.0)
 }
@@ -441,6 +489,36 @@ mod tests {
         assert_eq!(e.timeout, std::time::Duration::from_millis(500));
         assert_eq!(e.target, "host:7");
         assert!(Cli::try_parse_from(["netmon", "echo", "-s", "10", "h"]).is_err());
+    }
+
+    #[test]
+    fn stamp_reflector_flags() {
+        let a = Cli::try_parse_from(["netmon", "stamp-reflector"]).unwrap();
+        let Some(Command::StampReflector(s)) = a.command else {
+            panic!("stamp-reflector expected")
+        };
+        assert_eq!(s.settings(), crate::stamp::settings::Settings::default());
+        assert_eq!(s.metrics_address(), None);
+        let a = Cli::try_parse_from([
+            "netmon",
+            "stamp-reflector",
+            "--listen",
+            "127.0.0.1:8620",
+            "--allow",
+            "10.0.0.0/8",
+            "--rate-limit",
+            "5",
+            "--web.listen-address",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        let Some(Command::StampReflector(s)) = a.command else {
+            panic!("stamp-reflector expected")
+        };
+        assert_eq!(s.settings().listen.port(), 8620);
+        assert_eq!(s.settings().rate_limit, 5);
+        assert_eq!(s.metrics_address(), Some("127.0.0.1:0"));
+        assert!(Cli::try_parse_from(["netmon", "stamp-reflector", "--listen", "x"]).is_err());
     }
 
     #[test]

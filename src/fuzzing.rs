@@ -29,12 +29,13 @@ pub mod deep_yaml;
 pub type Target = fn(&[u8]);
 
 /// The targets, by the names `fuzz/run.sh` and `fuzz/regressions/` use.
-pub const TARGETS: [(&str, Target); 12] = [
+pub const TARGETS: [(&str, Target); 13] = [
     ("config_load", config_load),
     ("config_deep", config_deep),
     ("web_config", web_config),
     ("echo_wire", echo_wire),
     ("echo_roundtrip", echo_roundtrip),
+    ("stamp_wire", stamp_wire),
     ("icmp_reply", icmp_reply),
     ("udp_expect", udp_expect),
     ("tcp_banner", tcp_banner),
@@ -151,6 +152,55 @@ pub fn echo_roundtrip(data: &[u8]) {
             "a valid message was refused: {m:?}"
         ),
     }
+}
+
+/// STAMP test packets on arbitrary bytes: the sender and reflector decoders never panic; a
+/// decoded sender packet re-encodes to the same fields; reflecting keeps the length and the
+/// octets after the base, and the reply reads back as the answer to that packet.
+pub fn stamp_wire(data: &[u8]) {
+    use crate::stamp::wire::{
+        BASE_LEN, ErrorEstimate, ReflectorPacket, SenderPacket, Timestamp, reflect_in_place,
+    };
+    let _ = ReflectorPacket::decode(data);
+    let Ok(s) = SenderPacket::decode(data) else {
+        let mut b = data.to_vec();
+        assert!(
+            reflect_in_place(
+                &mut b,
+                Timestamp(1),
+                1,
+                ErrorEstimate::NETMON,
+                || Timestamp(2)
+            )
+            .is_err(),
+            "reflected what is no sender packet"
+        );
+        return;
+    };
+    let mut again = Vec::new();
+    s.encode_into(data.len(), &mut again)
+        .expect("a decoded packet's length encodes");
+    assert_eq!(SenderPacket::decode(&again), Ok(s), "decode/encode differ");
+    let mut b = data.to_vec();
+    reflect_in_place(&mut b, Timestamp(7), 64, ErrorEstimate::NETMON, || {
+        Timestamp(9)
+    })
+    .expect("a sender packet reflects");
+    assert_eq!(b.len(), data.len());
+    assert_eq!(
+        b[BASE_LEN..],
+        data[BASE_LEN..],
+        "octets past the base changed"
+    );
+    let r = ReflectorPacket::decode(&b).expect("a reply decodes");
+    assert_eq!((r.seq, r.sender_seq), (s.seq, s.seq));
+    assert_eq!(r.sender_timestamp, s.timestamp);
+    assert_eq!(r.sender_error, s.error);
+    assert_eq!(r.ssid, s.ssid);
+    assert_eq!(
+        (r.receive, r.timestamp, r.sender_ttl),
+        (Timestamp(7), Timestamp(9), 64)
+    );
 }
 
 /// ICMP decoding and matching: see [`icmp::fuzz::reply`].

@@ -4,15 +4,15 @@
 //! Layers, each importing from itself and the layers below; the module graph has no cycle
 //! (`.ci/module_cycles.py` checks it in CI):
 //! - leaf: [`base`] (config values, hints, labels, outcomes, rounds, resolution, listening
-//!   sockets), [`echo::wire`], [`echo::settings`] and [`status::history`] (the bounded result
-//!   history the runner keeps per service);
-//! - domain: [`probe`] (the protocol table, [`probe::shape`], one module per protocol) and the
-//!   [`echo`] server and client;
+//!   sockets), [`echo::wire`], [`echo::settings`], [`stamp::wire`], [`stamp::settings`] and
+//!   [`status::history`] (the bounded result history the runner keeps per service);
+//! - domain: [`probe`] (the protocol table, [`probe::shape`], one module per protocol), the
+//!   [`echo`] server and client and the [`stamp`] reflector;
 //! - engine: [`config`], [`runner`], [`metrics`];
 //! - app: [`web`], [`status`] (the status page and its JSON API), [`reload`], [`logging`],
 //!   [`shutdown`];
-//! - edges: [`cli`], [`cmd`] (one module per command: serve, check, echo, echo-server),
-//!   [`console`]; `fuzzing` (hidden, only with the `fuzzing` feature or in tests) holds the
+//! - edges: [`cli`], [`cmd`] (one module per command: serve, check, echo, echo-server,
+//!   stamp-reflector), [`console`]; `fuzzing` (hidden, only with the `fuzzing` feature or in tests) holds the
 //!   entry points of the fuzz targets in `fuzz/`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
@@ -32,6 +32,7 @@ pub mod probe;
 pub mod reload;
 pub mod runner;
 pub mod shutdown;
+pub mod stamp;
 pub mod status;
 pub mod web;
 

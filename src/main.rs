@@ -106,6 +106,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Command::EchoServer(args)) => echo_server(cli.log, args),
         Some(Command::Echo(args)) => echo(args),
+        Some(Command::StampReflector(args)) => stamp_reflector(cli.log, args),
         Some(Command::Serve(args)) => serve(cli.log, args),
         None => serve(cli.log, cli.serve),
     }
@@ -149,6 +150,21 @@ fn echo_server(
         .enable_all()
         .build()?;
     rt.block_on(netmon::cmd::echo_server::run(
+        args.settings(),
+        args.metrics_address(),
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn stamp_reflector(
+    log: netmon::cli::LogArgs,
+    args: netmon::cli::StampReflectorArgs,
+) -> anyhow::Result<ExitCode> {
+    netmon::logging::init(log.level(), log.format.into(), std::io::stdout);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(netmon::cmd::stamp_reflector::run(
         args.settings(),
         args.metrics_address(),
     ))?;

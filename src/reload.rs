@@ -1,5 +1,5 @@
 //! Reloading: the configuration read again from its source and applied to the running
-//! monitor and hosted echo server. Shared by SIGHUP, `POST /-/reload` and the console.
+//! monitor, hosted echo server and hosted STAMP reflector. Shared by SIGHUP, `POST /-/reload` and the console.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -13,6 +13,7 @@ use crate::config::loader::Source;
 use crate::echo::server::EchoServer;
 use crate::metrics::Metrics;
 use crate::runner::{Changes, Monitor, ServiceStatus};
+use crate::stamp::reflector::StampReflector;
 
 /// Reloads the configuration from its source into the running monitor. Shared by SIGHUP, the
 /// web endpoint and the console.
@@ -22,6 +23,7 @@ pub struct Reloader {
     monitor: Mutex<Monitor>,
     metrics: Arc<Metrics>,
     echo: Mutex<HostedEcho>,
+    stamp: Mutex<HostedStamp>,
     reloading: Mutex<()>,
     started: SystemTime,
     last: std::sync::Mutex<Option<LastReload>>,
@@ -88,6 +90,58 @@ impl HostedEcho {
     }
 }
 
+/// The STAMP reflector `serve` hosts for the config's `stamp_reflector:`, restarted by a
+/// reload only when its settings change.
+#[derive(Debug, Default)]
+struct HostedStamp {
+    /// Its families in the main registry; `None` when this reloader hosts no reflector.
+    metrics: Option<crate::stamp::reflector::Metrics>,
+    running: Option<StampReflector>,
+    shutdown: CancellationToken,
+}
+
+impl HostedStamp {
+    /// Makes the running reflector match `want`. On failure the previous reflector is started
+    /// again, so a refused reload leaves it as it was.
+    async fn apply(
+        &mut self,
+        want: Option<&crate::stamp::settings::Settings>,
+    ) -> Result<(), String> {
+        let Some(metrics) = self.metrics.clone() else {
+            return Ok(());
+        };
+        let before = self.running.as_ref().map(|s| s.settings().clone());
+        if before.as_ref() == want {
+            return Ok(());
+        }
+        // The new reflector may want the old one's port: stop it first.
+        if let Some(old) = self.running.take() {
+            old.stop().await;
+        }
+        let Some(settings) = want else {
+            return Ok(());
+        };
+        match StampReflector::start(settings.clone(), &metrics, &self.shutdown).await {
+            Ok(r) => {
+                self.running = Some(r);
+                Ok(())
+            }
+            Err(e) => {
+                let mut message = format!("stamp reflector: {e}");
+                if let Some(old) = before {
+                    match StampReflector::start(old, &metrics, &self.shutdown).await {
+                        Ok(r) => self.running = Some(r),
+                        Err(again) => message.push_str(&format!(
+                            "; the previous stamp reflector could not be started again either: {again}"
+                        )),
+                    }
+                }
+                Err(message)
+            }
+        }
+    }
+}
+
 /// Why a reload did not apply in full.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -113,6 +167,7 @@ impl Reloader {
             monitor: Mutex::new(monitor),
             metrics,
             echo: Mutex::new(HostedEcho::default()),
+            stamp: Mutex::new(HostedStamp::default()),
             reloading: Mutex::new(()),
             started: SystemTime::now(),
             last: std::sync::Mutex::new(None),
@@ -135,6 +190,41 @@ impl Reloader {
             }),
             ..self
         }
+    }
+
+    /// Hosts the config's `stamp_reflector:` with families `metrics` (registered in the main
+    /// registry), starting with `running`, stopped by `shutdown`.
+    pub fn with_stamp_reflector(
+        self,
+        metrics: crate::stamp::reflector::Metrics,
+        running: Option<StampReflector>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Reloader {
+            stamp: Mutex::new(HostedStamp {
+                metrics: Some(metrics),
+                running,
+                shutdown,
+            }),
+            ..self
+        }
+    }
+
+    /// Stops the hosted STAMP reflector, if one runs.
+    pub async fn stop_stamp_reflector(&self) {
+        if let Some(s) = self.stamp.lock().await.running.take() {
+            s.stop().await;
+        }
+    }
+
+    /// The hosted STAMP reflector's UDP address, if one runs.
+    pub async fn stamp_reflector_addr(&self) -> Option<std::net::SocketAddr> {
+        self.stamp
+            .lock()
+            .await
+            .running
+            .as_ref()
+            .map(StampReflector::local_addr)
     }
 
     /// Stops the hosted echo server, if one runs.
@@ -182,15 +272,25 @@ impl Reloader {
         if let Err(e) = monitor.check(&config) {
             return Err(self.refused(LoadError::Start(e)));
         }
-        if let Err(e) = self
-            .echo
-            .lock()
-            .await
-            .apply(config.echo_server.as_ref())
-            .await
-        {
+        let mut echo = self.echo.lock().await;
+        let echo_before = echo.running.as_ref().map(|s| s.settings().clone());
+        if let Err(e) = echo.apply(config.echo_server.as_ref()).await {
             return Err(self.refused(LoadError::Echo(e)));
         }
+        if let Err(e) = self
+            .stamp
+            .lock()
+            .await
+            .apply(config.stamp_reflector.as_ref())
+            .await
+        {
+            // All or nothing: the echo server goes back to what it was too.
+            if let Err(again) = echo.apply(echo_before.as_ref()).await {
+                error!(error = %again, "the previous echo server could not be started again");
+            }
+            return Err(self.refused(LoadError::Stamp(e)));
+        }
+        drop(echo);
         // Only once nothing can refuse the reload any more: a refused one changes nothing.
         crate::base::resolve::configure(&config.defaults.resolver.clone().unwrap_or_default());
         let changes = monitor.apply_checked(&config).await;

@@ -93,7 +93,7 @@ impl fmt::Display for Reason {
 pub struct Success {
     /// The protocol's latency (see the table in the README).
     pub latency: Duration,
-    /// The round of packets behind it (icmp, echo), for loss and RTT statistics.
+    /// The round of packets behind it (icmp, echo, stamp), for loss and RTT statistics.
     pub round: Option<Round>,
 }
 
@@ -122,7 +122,7 @@ pub struct Failure {
     pub reason: Reason,
     /// A lowercase, human sentence: what happened.
     pub message: String,
-    /// The round of packets that failed (icmp, echo), for loss and RTT statistics.
+    /// The round of packets that failed (icmp, echo, stamp), for loss and RTT statistics.
     pub round: Option<Round>,
 }
 
@@ -159,7 +159,7 @@ impl fmt::Display for Failure {
 /// The result of one probe.
 pub type Outcome = Result<Success, Failure>;
 
-/// The round of packets behind an outcome, where the protocol sends rounds (icmp, echo).
+/// The round of packets behind an outcome, where the protocol sends rounds (icmp, echo, stamp).
 pub fn round_of(outcome: &Outcome) -> Option<&Round> {
     match outcome {
         Ok(s) => s.round.as_ref(),

@@ -1,4 +1,4 @@
-//! Call-quality estimates of a round of packets (icmp, echo): the E-model R-factor and the mean
+//! Call-quality estimates of a round of packets (icmp, echo, stamp): the E-model R-factor and the mean
 //! opinion score (MOS), computed as the `check_icmp` plugin of nagios-plugins and
 //! monitoring-plugins computes them for its `-R`/`-M` modes, so the two tools agree on a path.
 //!

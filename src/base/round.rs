@@ -1,4 +1,4 @@
-//! One round of packets (icmp, echo) and the statistics ping reports about it.
+//! One round of packets (icmp, echo, stamp) and the statistics ping reports about it.
 
 use std::time::Duration;
 

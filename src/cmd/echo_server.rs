@@ -52,9 +52,13 @@ pub async fn run(settings: Settings, metrics_address: Option<&str>) -> anyhow::R
     Ok(())
 }
 
-/// A minimal `/metrics` server for the standalone echo server (the monitor's `web` module
-/// serves a monitor; this serves only a registry).
-async fn serve_metrics(listener: TcpListener, registry: Arc<Registry>, token: CancellationToken) {
+/// A minimal `/metrics` server for the standalone echo server and STAMP reflector (the
+/// monitor's `web` module serves a monitor; this serves only a registry).
+pub(crate) async fn serve_metrics(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    token: CancellationToken,
+) {
     use bytes::Bytes;
     use http_body_util::Full;
     use hyper::header::{CONTENT_TYPE, HeaderValue};

@@ -5,3 +5,4 @@ pub mod check;
 pub mod echo;
 pub mod echo_server;
 pub mod serve;
+pub mod stamp_reflector;

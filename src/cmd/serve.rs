@@ -10,6 +10,7 @@ use crate::echo::server::EchoServer;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::runner::{Monitor, Placement};
+use crate::stamp::reflector::StampReflector;
 use crate::{shutdown, web};
 use anyhow::Context as _;
 use std::sync::Arc;
@@ -35,6 +36,7 @@ pub async fn start(
         .transpose()?;
     let metrics = Arc::new(Metrics::new());
     let echo_metrics = metrics.echo_server.clone();
+    let stamp_metrics = metrics.stamp_reflector.clone();
     let shard = match (args.shard_index, args.shard_count) {
         (Some(index), Some(count)) => Some(Shard::new(index, count)?),
         _ => None,
@@ -62,12 +64,32 @@ pub async fn start(
         ),
         None => None,
     };
+    // Likewise for a `stamp` service of this host.
+    let stamp = match &config.stamp_reflector {
+        Some(settings) => {
+            match StampReflector::start(settings.clone(), &stamp_metrics, &shutdown).await {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    if let Some(e) = echo {
+                        e.stop().await;
+                    }
+                    return Err(anyhow::Error::new(e).context(
+                        "starting the STAMP reflector (`stamp_reflector:` in the config)",
+                    ));
+                }
+            }
+        }
+        None => None,
+    };
     crate::base::resolve::configure(&config.defaults.resolver.clone().unwrap_or_default());
     let changes = monitor.apply_checked(&config).await;
     if !changes.failed.is_empty() {
         monitor.stop_all().await;
         if let Some(e) = echo {
             e.stop().await;
+        }
+        if let Some(s) = stamp {
+            s.stop().await;
         }
         return Err(LoadError::Start(config::error::ConfigErrors(changes.failed)).into());
     }
@@ -93,11 +115,11 @@ pub async fn start(
         "serving metrics at {scheme}://{shown}{}",
         args.telemetry_path
     );
-    let reloader = Arc::new(Reloader::new(source, monitor).with_echo_server(
-        echo_metrics,
-        echo,
-        shutdown.clone(),
-    ));
+    let reloader = Arc::new(
+        Reloader::new(source, monitor)
+            .with_echo_server(echo_metrics, echo, shutdown.clone())
+            .with_stamp_reflector(stamp_metrics, stamp, shutdown.clone()),
+    );
     let wanted = web::Limits {
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         header_read_timeout: args.read_header_timeout,
@@ -148,6 +170,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     token.cancel();
     reloader.monitor().lock().await.stop_all().await;
     reloader.stop_echo_server().await;
+    reloader.stop_stamp_reflector().await;
     if tokio::time::timeout(crate::base::listen::GRACE * 2, web)
         .await
         .is_err()

@@ -119,4 +119,7 @@ pub enum LoadError {
     /// The hosted echo server (`echo_server:`) could not start with the new settings.
     #[error("{0}")]
     Echo(String),
+    /// The hosted STAMP reflector (`stamp_reflector:`) could not start with the new settings.
+    #[error("{0}")]
+    Stamp(String),
 }

@@ -26,6 +26,8 @@ pub struct Config {
     pub targets: Vec<Target>,
     /// `echo_server:`: the echo server hosted by `serve`, if any.
     pub echo_server: Option<Settings>,
+    /// `stamp_reflector:`: the STAMP reflector hosted by `serve`, if any.
+    pub stamp_reflector: Option<crate::stamp::settings::Settings>,
     /// `global: { labels: ... }`: labels on every probe series; a target's own label of the
     /// same name wins. Already merged into each service's `labels`.
     pub global_labels: BTreeMap<String, String>,

@@ -61,6 +61,9 @@ pub fn to_yaml(config: &Config) -> Result<String, SaveError> {
     if let Some(echo) = &config.echo_server {
         root.insert("echo_server".into(), serde_yaml::to_value(echo)?);
     }
+    if let Some(stamp) = &config.stamp_reflector {
+        root.insert("stamp_reflector".into(), serde_yaml::to_value(stamp)?);
+    }
     Ok(serde_yaml::to_string(&Value::Mapping(root))?)
 }
 
@@ -186,6 +189,19 @@ targets:
         .unwrap();
         assert!(c.echo_server.is_some());
         let text = to_yaml(&c).unwrap();
+        assert_eq!(load(&text, "saved.yml").unwrap(), c, "{text}");
+    }
+
+    #[test]
+    fn the_hosted_stamp_reflector_and_stamp_services_are_saved_too() {
+        let c = load(
+            "stamp_reflector: { listen: \"127.0.0.1:8620\", allow: [127.0.0.0/8], rate_limit: 10 }\ntargets: { a: { services: [STAMP, { type: stamp, port: 8620, count: 5, size: 100 }] } }\n",
+            "netmon.yml",
+        )
+        .unwrap();
+        assert_eq!(c.stamp_reflector.as_ref().map(|s| s.rate_limit), Some(10));
+        let text = to_yaml(&c).unwrap();
+        assert!(text.contains("stamp_reflector:"), "{text}");
         assert_eq!(load(&text, "saved.yml").unwrap(), c, "{text}");
     }
 

@@ -114,6 +114,9 @@ pub struct Metrics {
     /// The hosted echo server's families, registered even without `echo_server:` so a
     /// reload can add one.
     pub echo_server: crate::echo::server::metrics::Metrics,
+    /// The hosted STAMP reflector's families, registered even without `stamp_reflector:` so
+    /// a reload can add one.
+    pub stamp_reflector: crate::stamp::reflector::Metrics,
     /// Size of the last encoding: the next one reserves that much up front instead of
     /// growing (and copying) its buffer a dozen times on the way to megabytes.
     last_size: AtomicUsize,
@@ -194,6 +197,7 @@ impl Metrics {
         );
         let probe = ProbeMetrics::register(ns);
         let echo_server = crate::echo::server::metrics::Metrics::register(ns);
+        let stamp_reflector = crate::stamp::reflector::Metrics::register(ns);
         Metrics {
             registry,
             common,
@@ -204,6 +208,7 @@ impl Metrics {
             in_flight,
             shard_services,
             echo_server,
+            stamp_reflector,
             last_size: AtomicUsize::new(0),
         }
     }

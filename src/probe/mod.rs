@@ -94,7 +94,7 @@ macro_rules! protocols {
         }
 
         /// Every protocol's own metric families, registered once per registry; protocols
-        /// that share families (http and https, icmp and echo) hold clones of the same ones.
+        /// that share families (http and https; icmp, echo and stamp) hold clones of the same ones.
         #[derive(Debug, Clone)]
         pub struct ProbeMetrics {
             $($(
@@ -184,6 +184,10 @@ protocols! {
     echo {
         /// Our own UDP echo protocol (the classic form's bare `UDP` with no port).
         Echo echo => Echo,
+    }
+    stamp {
+        /// An RFC 8762 STAMP Session-Sender (unauthenticated) against a Session-Reflector.
+        Stamp stamp => Stamp,
     }
 }
 

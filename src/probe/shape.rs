@@ -49,10 +49,18 @@ pub enum PortRule {
 }
 
 /// A protocol's metric families, registered once per registry even when several protocols
-/// share them (http and https, icmp and echo).
+/// share them (http and https; icmp, echo and stamp).
 pub trait Families: Clone + fmt::Debug + Send + Sync + 'static {
     /// Registers the families under `registry` (already prefixed `netmon`).
     fn register(registry: &mut Registry) -> Self;
+
+    /// Registers the families through `shared`, which a set made of other sets (stamp's own
+    /// families plus the packet ones) uses so that a set another protocol shares is
+    /// registered once. Most sets have nothing to share.
+    fn register_shared(registry: &mut Registry, shared: &mut Registered) -> Self {
+        let _ = shared;
+        Self::register(registry)
+    }
 }
 
 /// Protocols with only the common families.
@@ -63,20 +71,27 @@ impl Families for () {
 /// Registers each [`Families`] type once and hands out clones; families are shared handles,
 /// so every clone writes the same series.
 #[derive(Default)]
-pub(crate) struct Registered(HashMap<TypeId, Box<dyn Any>>);
+pub struct Registered(HashMap<TypeId, Box<dyn Any>>);
+
+impl fmt::Debug for Registered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Registered({} sets)", self.0.len())
+    }
+}
 
 impl Registered {
     /// The families of type `F`, registering them on first use.
-    pub(crate) fn get<F: Families>(&mut self, registry: &mut Registry) -> F {
-        let slot = self
+    pub fn get<F: Families>(&mut self, registry: &mut Registry) -> F {
+        if let Some(f) = self
             .0
-            .entry(TypeId::of::<F>())
-            .or_insert_with(|| Box::new(F::register(registry)));
-        match slot.downcast_ref::<F>() {
-            Some(f) => f.clone(),
-            // The map is keyed by the type it holds, so this arm only guards the invariant.
-            None => F::register(registry),
+            .get(&TypeId::of::<F>())
+            .and_then(|b| b.downcast_ref::<F>())
+        {
+            return f.clone();
         }
+        let f = F::register_shared(registry, self);
+        self.0.insert(TypeId::of::<F>(), Box::new(f.clone()));
+        f
     }
 }
 

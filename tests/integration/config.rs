@@ -68,7 +68,7 @@ const INVALID: &[(&str, &[&str])] = &[
         "invalid-many-errors.yml",
         &[
             "1:28: unknown key `timout` in `defaults` (did you mean `timeout`?); valid keys: interval, timeout, resolver, rtt_buckets, rtt_histogram",
-            "4:16: unknown protocol `HTPP` (did you mean `HTTP`?); valid protocols: http, https, icmp, dns, ntp, tcp, udp, echo",
+            "4:16: unknown protocol `HTPP` (did you mean `HTTP`?); valid protocols: http, https, icmp, dns, ntp, tcp, udp, echo, stamp",
             "4:22: tcp service on `a.example`: a tcp service needs a port: write `TCP:22` or `{type: tcp, port: 22}`",
             "6:15: `interval`: invalid duration `2x`: write e.g. `30s`, `500ms`, `2m`, `1h30m` or a number of seconds",
         ],
@@ -76,7 +76,7 @@ const INVALID: &[(&str, &[&str])] = &[
     (
         "invalid-missing-type.yml",
         &[
-            "4:9: a service mapping needs `type:`, one of http, https, icmp, dns, ntp, tcp, udp, echo",
+            "4:9: a service mapping needs `type:`, one of http, https, icmp, dns, ntp, tcp, udp, echo, stamp",
         ],
     ),
     (
@@ -128,7 +128,7 @@ const INVALID: &[(&str, &[&str])] = &[
     (
         "invalid-unknown-protocol.yml",
         &[
-            "3:16: unknown protocol `HTPP` (did you mean `HTTP`?); valid protocols: http, https, icmp, dns, ntp, tcp, udp, echo",
+            "3:16: unknown protocol `HTPP` (did you mean `HTTP`?); valid protocols: http, https, icmp, dns, ntp, tcp, udp, echo, stamp",
         ],
     ),
     (
@@ -140,7 +140,7 @@ const INVALID: &[(&str, &[&str])] = &[
     (
         "invalid-unknown-top-key.yml",
         &[
-            "1:1: unknown key `target` at the top level (did you mean `targets`?); valid keys: defaults, targets, echo_server, global",
+            "1:1: unknown key `target` at the top level (did you mean `targets`?); valid keys: defaults, targets, echo_server, stamp_reflector, global",
             "1:1: missing `targets:`: list the hosts to monitor, e.g. `targets: {localhost: {services: [ICMP]}}`",
         ],
     ),
@@ -174,8 +174,8 @@ const INVALID: &[(&str, &[&str])] = &[
     (
         "invalid-rtt-protocol.yml",
         &[
-            "5:32: `rtt_buckets` applies to icmp and echo services only (tcp has no RTT histogram): remove it",
-            "6:23: `rtt_histogram` applies to icmp and echo services only (http has no RTT histogram): remove it",
+            "5:32: `rtt_buckets` applies to icmp, echo and stamp services only (tcp has no RTT histogram): remove it",
+            "6:23: `rtt_histogram` applies to icmp, echo and stamp services only (http has no RTT histogram): remove it",
         ],
     ),
     (

@@ -13,7 +13,8 @@ use serde_json::Value;
 /// Every metric name netmon exports, from the metrics table of the design contract
 /// (DESIGN.md), plus `netmon_scheduler_lateness_seconds` and `netmon_probes_in_flight`
 /// (src/metrics.rs), `netmon_rtt_jitter_seconds`, `netmon_r_factor` and `netmon_mos` (ICMP/echo
-/// probes) and `netmon_echo_server_packets_total` (the echo server). Histograms are listed by
+/// probes), `netmon_echo_server_packets_total` (the echo server), and the `stamp` probe's and
+/// STAMP reflector's `netmon_stamp_*` families. Histograms are listed by
 /// their base name; `_bucket`, `_sum` and `_count` follow from [`HISTOGRAMS`].
 const EXPORTED: &[&str] = &[
     "netmon_up",
@@ -42,6 +43,15 @@ const EXPORTED: &[&str] = &[
     "netmon_echo_server_packets_total",
     "netmon_echo_server_tcp_connections_total",
     "netmon_echo_server_tcp_bytes_total",
+    "netmon_stamp_forward_delay_seconds",
+    "netmon_stamp_backward_delay_seconds",
+    "netmon_stamp_reflector_dwell_seconds",
+    "netmon_stamp_forward_loss_ratio",
+    "netmon_stamp_backward_loss_ratio",
+    "netmon_stamp_reordered_total",
+    "netmon_stamp_duplicates_total",
+    "netmon_stamp_reflector_clock_synchronised",
+    "netmon_stamp_reflector_packets_total",
     "netmon_runtime_tasks",
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
@@ -68,6 +78,7 @@ const NOT_PER_SERVICE: &[&str] = &[
     "netmon_echo_server_packets_total",
     "netmon_echo_server_tcp_connections_total",
     "netmon_echo_server_tcp_bytes_total",
+    "netmon_stamp_reflector_packets_total",
     "netmon_scheduler_lateness_seconds_bucket",
     "up",
 ];

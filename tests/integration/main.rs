@@ -25,5 +25,6 @@ mod resolver;
 mod scrape;
 mod serve;
 mod shards;
+mod stamp;
 mod status_page;
 mod web_security;

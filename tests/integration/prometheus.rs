@@ -6,7 +6,8 @@
 //! The netmon under test watches loopback services for every protocol this build supports
 //! (found with `netmon config check`): its own port (tcp) and /metrics (http), a closed port (a
 //! service that is down), an HTTPS server, DNS and NTP responders and a UDP echo responder
-//! started here, 127.0.0.1 by ICMP, and the in-process echo server when `echo_server:` exists.
+//! started here, 127.0.0.1 by ICMP, the in-process echo server when `echo_server:` exists, and
+//! STAMP against the in-process reflector (`stamp_reflector:`) and a stateful one started here.
 //! Panel queries whose families only protocols not built yet produce are checked for "no error"
 //! only, and the test prints them.
 //!
@@ -225,7 +226,7 @@ fn a_real_prometheus_answers_every_dashboard_query_with_data() {
                     .monitored
                     .iter()
                     .map(|s| s.as_str())
-                    .filter(|s| *s != "echo_server")
+                    .filter(|s| *s != "echo_server" && *s != "stamp_reflector")
                     .collect(),
             };
             for w in want {
@@ -333,19 +334,21 @@ fn substitute(expr: &str, vars: &[(&str, &str)]) -> String {
 
 /// Which protocols produce a family only they have (the common families come from all).
 const PRODUCERS: &[(&str, &[&str])] = &[
-    ("netmon_rtt_seconds", &["icmp", "echo"]),
-    ("netmon_rtt_jitter_seconds", &["icmp", "echo"]),
-    ("netmon_r_factor", &["icmp", "echo"]),
-    ("netmon_mos", &["icmp", "echo"]),
-    ("netmon_packets_sent_total", &["icmp", "echo"]),
-    ("netmon_packets_received_total", &["icmp", "echo"]),
-    ("netmon_packet_loss_ratio", &["icmp", "echo"]),
+    ("netmon_rtt_seconds", &["icmp", "echo", "stamp"]),
+    ("netmon_rtt_jitter_seconds", &["icmp", "echo", "stamp"]),
+    ("netmon_r_factor", &["icmp", "echo", "stamp"]),
+    ("netmon_mos", &["icmp", "echo", "stamp"]),
+    ("netmon_packets_sent_total", &["icmp", "echo", "stamp"]),
+    ("netmon_packets_received_total", &["icmp", "echo", "stamp"]),
+    ("netmon_packet_loss_ratio", &["icmp", "echo", "stamp"]),
     ("netmon_http_status_code", &["http", "https"]),
     ("netmon_http_phase_seconds", &["http", "https"]),
     ("netmon_tls_cert_not_after_timestamp_seconds", &["https"]),
     ("netmon_dns_", &["dns"]),
     ("netmon_ntp_", &["ntp"]),
     ("netmon_echo_server_", &["echo_server"]),
+    ("netmon_stamp_reflector_packets", &["stamp_reflector"]),
+    ("netmon_stamp_", &["stamp"]),
 ];
 
 // ------------------------------------------------------------------------------------- lab
@@ -368,6 +371,7 @@ impl Lab {
         let dns = peers.udp(dns_answer);
         let ntp = peers.udp(ntp_answer);
         let udp_echo = peers.udp(|q| Some(q.to_vec()));
+        let stateful_stamp = peers.stateful_stamp_reflector();
         let (https, ca) = peers.https(dir.path());
         let closed = closed_port();
         let echo_port = free_udp_port();
@@ -379,6 +383,10 @@ impl Lab {
         let echo_server = format!("echo_server: {{ listen: \"127.0.0.1:{echo_port}\" }}\n");
         let hosted = config_check(&dir, &echo_server, "\"TCP:1\"", "echo_server");
         let echo_target = if hosted { echo_port } else { udp_echo };
+        let stamp_port = free_udp_port();
+        let stamp_reflector =
+            format!("stamp_reflector: {{ listen: \"127.0.0.1:{stamp_port}\" }}\n");
+        let stamp_hosted = config_check(&dir, &stamp_reflector, "\"TCP:1\"", "stamp_reflector");
         let candidates: Vec<(&str, String)> = vec![
             ("tcp", format!("\"TCP:{own}\"")),
             (
@@ -406,15 +414,28 @@ impl Lab {
                 "echo",
                 format!("{{ type: echo, port: {echo_target}, count: 3 }}"),
             ),
+            (
+                "stamp",
+                format!("{{ type: stamp, port: {stateful_stamp}, count: 3 }}"),
+            ),
         ];
+        let mut candidates = candidates;
+        if stamp_hosted {
+            candidates.push((
+                "stamp",
+                format!("{{ type: stamp, port: {stamp_port}, count: 3 }}"),
+            ));
+        }
         let mut services: Vec<(&str, String)> = candidates
             .into_iter()
             .filter(|(p, s)| config_check(&dir, "", s, p))
             .collect();
-        let unsupported: Vec<&str> = ["tcp", "http", "https", "icmp", "dns", "ntp", "udp", "echo"]
-            .into_iter()
-            .filter(|p| !services.iter().any(|(q, _)| q == p))
-            .collect();
+        let unsupported: Vec<&str> = [
+            "tcp", "http", "https", "icmp", "dns", "ntp", "udp", "echo", "stamp",
+        ]
+        .into_iter()
+        .filter(|p| !services.iter().any(|(q, _)| q == p))
+        .collect();
         if !unsupported.is_empty() {
             say(&format!(
                 "netmon under test does not support yet: {}",
@@ -428,6 +449,9 @@ impl Lab {
             let mut cfg = String::from("defaults: { interval: 2s, timeout: 1500ms }\n");
             if hosted && services.iter().any(|(p, _)| *p == "echo") {
                 cfg.push_str(&echo_server);
+            }
+            if stamp_hosted && services.iter().any(|(p, _)| *p == "stamp") {
+                cfg.push_str(&stamp_reflector);
             }
             cfg.push_str("targets:\n  127.0.0.1:\n    labels: { site: test }\n    services:\n");
             cfg.push_str(&format!("      - \"TCP:{closed}\"\n"));
@@ -458,6 +482,9 @@ impl Lab {
         if hosted && monitored.contains("echo") {
             monitored.insert("echo_server".into());
         }
+        if stamp_hosted && monitored.contains("stamp") {
+            monitored.insert("stamp_reflector".into());
+        }
         say(&format!(
             "netmon under test monitors: {}",
             monitored.iter().cloned().collect::<Vec<_>>().join(", ")
@@ -473,7 +500,11 @@ impl Lab {
 
     /// Waits until every monitored protocol has run a probe.
     fn wait_for_every_protocol(&self) {
-        for p in self.monitored.iter().filter(|p| *p != "echo_server") {
+        for p in self
+            .monitored
+            .iter()
+            .filter(|p| *p != "echo_server" && *p != "stamp_reflector")
+        {
             self.netmon.wait_metric(
                 "netmon_probes_total",
                 &[("protocol", p)],
@@ -492,7 +523,9 @@ impl Lab {
                 missing.extend(producers.iter().map(|p| p.to_string()));
             }
         }
-        for p in ["http", "https", "icmp", "dns", "ntp", "tcp", "udp", "echo"] {
+        for p in [
+            "http", "https", "icmp", "dns", "ntp", "tcp", "udp", "echo", "stamp",
+        ] {
             if query.contains(&format!("protocol=\"{p}\"")) && !self.monitored.contains(p) {
                 missing.push(p.to_string());
             }
@@ -502,7 +535,8 @@ impl Lab {
 }
 
 /// Whether `netmon config check` accepts `service` (with `top` keys above `targets`). "Not
-/// supported yet" and an unknown `echo_server` key mean no; any other error is a bug here.
+/// supported yet" and an unknown `echo_server` or `stamp_reflector` key mean no; any other
+/// error is a bug here.
 fn config_check(dir: &tempfile::TempDir, top: &str, service: &str, what: &str) -> bool {
     let path = dir.path().join(format!("check-{what}.yml"));
     std::fs::write(
@@ -519,7 +553,9 @@ fn config_check(dir: &tempfile::TempDir, top: &str, service: &str, what: &str) -
         return true;
     }
     assert!(
-        out.contains("not supported yet") || out.contains("unknown key `echo_server`"),
+        out.contains("not supported yet")
+            || out.contains("unknown key `echo_server`")
+            || out.contains("unknown key `stamp_reflector`"),
         "netmon config check refused the {what} service {service}:\n{out}"
     );
     false
@@ -552,6 +588,23 @@ impl Peers {
     fn udp(&self, answer: fn(&[u8]) -> Option<Vec<u8>>) -> u16 {
         self.udp.keep(Responder::start(move |_, q, _| {
             answer(q).map(now).unwrap_or_default()
+        }))
+    }
+
+    /// A stateful STAMP reflector (RFC 8762 §4.3.2): its own sequence numbers count the packets
+    /// it received, so the `stamp` probe has directional loss to report. Returns its port.
+    fn stateful_stamp_reflector(&self) -> u16 {
+        use netmon::stamp::wire::{ErrorEstimate, Timestamp, reflect_in_place};
+        self.udp.keep(Responder::start(|n, q, _| {
+            let mut b = q.to_vec();
+            let now_ts = Timestamp::now();
+            if reflect_in_place(&mut b, now_ts, 64, ErrorEstimate::NETMON, Timestamp::now).is_err()
+            {
+                return Vec::new();
+            }
+            // Truncation is the wrap of the reflector's 32-bit counter.
+            b[0..4].copy_from_slice(&(n as u32).to_be_bytes());
+            now(b)
         }))
     }
 

@@ -1,7 +1,8 @@
 //! netmon against real servers and reference clients: Debian's nginx (HTTPS with
 //! openssl-made certificates, HTTP/2 over TLS and in cleartext) next to curl, OpenSSH's sshd
 //! (banners) next to a plain socket, ICMP next to fping on loopback and in test-made
-//! network namespaces, chronyd and ntpsec's ntpd next to ntpdig, and unbound next to dig.
+//! network namespaces, chronyd and ntpsec's ntpd next to ntpdig, unbound next to dig, and
+//! stamp-suite's STAMP sender and reflectors next to netmon's.
 //!
 //! The servers run as the test's children from a temporary directory with their own config,
 //! on ports the kernel picked, and die with the test. A missing program skips its test with a
@@ -12,6 +13,7 @@ mod icmp;
 mod nginx;
 mod ntp;
 mod sshd;
+mod stamp;
 mod support;
 
 /// The rule for missing programs itself: skipped with a line saying so, or a failure when

@@ -14,7 +14,7 @@ pub use testkit::process::{Daemon, ok, run};
 pub const REQUIRE: &str = "NETMON_REQUIRE_REAL_SERVERS";
 
 /// How to install every program these tests use.
-const INSTALL: &str = "Debian: apt-get install nginx-light openssh-server curl openssl fping chrony faketime ntpsec-ntpdig unbound bind9-dnsutils; see .ci/run for ntpsec's ntpd";
+const INSTALL: &str = "Debian: apt-get install nginx-light openssh-server curl openssl fping chrony faketime ntpsec-ntpdig unbound bind9-dnsutils; see .ci/run for ntpsec's ntpd and stamp-suite (cargo install stamp-suite --version 1.0.0 --locked --root /opt/stamp-suite, then /opt/stamp-suite/bin on PATH)";
 
 /// The absolute paths of `names`, or `None` after saying which are missing (the test then
 /// passes without running), or a panic when [`REQUIRE`] is 1.

@@ -123,7 +123,13 @@ pub fn load_as(text: &str, file: &str, dialect: Dialect) -> Result<Config, Confi
     }
 }
 
-const TOP_KEYS: [&str; 4] = ["defaults", "targets", "echo_server", "global"];
+const TOP_KEYS: [&str; 5] = [
+    "defaults",
+    "targets",
+    "echo_server",
+    "stamp_reflector",
+    "global",
+];
 const GLOBAL_KEYS: [&str; 1] = ["labels"];
 const DEFAULTS_KEYS: [&str; 5] = [
     "interval",
@@ -249,10 +255,14 @@ impl Loader<'_> {
         let echo_server = root
             .get_node("echo_server")
             .and_then(|n| self.echo_server(n));
+        let stamp_reflector = root
+            .get_node("stamp_reflector")
+            .and_then(|n| self.stamp_reflector(n));
         Some(Config {
             defaults,
             targets,
             echo_server,
+            stamp_reflector,
             global_labels,
         })
     }
@@ -365,6 +375,28 @@ impl Loader<'_> {
         let settings: crate::echo::settings::Settings = self.section(node, "echo_server")?;
         if let Err(m) = settings.validate() {
             self.err(node.span(), format!("`echo_server`: {m}"));
+            return None;
+        }
+        Some(settings)
+    }
+
+    /// `stamp_reflector:`, validated by the reflector's own serde `Settings`.
+    fn stamp_reflector(&mut self, node: &Node) -> Option<crate::stamp::settings::Settings> {
+        const HINT: &str = "e.g. `stamp_reflector: {listen: \"127.0.0.1:862\"}`";
+        // `stamp_reflector:` with nothing after it means every default.
+        if node.as_scalar().is_some_and(|s| s.as_str().is_empty()) {
+            return Some(crate::stamp::settings::Settings::default());
+        }
+        if node.as_mapping().is_none() {
+            self.err(
+                node.span(),
+                format!("`stamp_reflector` must be a mapping, {HINT}"),
+            );
+            return None;
+        }
+        let settings: crate::stamp::settings::Settings = self.section(node, "stamp_reflector")?;
+        if let Err(m) = settings.validate() {
+            self.err(node.span(), format!("`stamp_reflector`: {m}"));
             return None;
         }
         Some(settings)

@@ -1,5 +1,5 @@
 //! `rtt_buckets:` and `rtt_histogram:`, in `defaults:` and in a service: the RTT histogram of
-//! the protocols that have one (icmp, echo), its buckets or its absence.
+//! the protocols that have one (icmp, echo, stamp), its buckets or its absence.
 
 use std::sync::Arc;
 
@@ -119,7 +119,7 @@ impl Loader<'_> {
                         at(key),
                         format!(
                             "`{key}` applies to {} services only ({protocol} has no RTT histogram): remove it",
-                            with.join(" and ")
+                            list(&with)
                         ),
                     );
                     bad = true;
@@ -146,5 +146,14 @@ impl Loader<'_> {
                 .or_else(|| defaults.buckets.clone())
                 .unwrap_or_else(|| default_buckets.clone())
         }))
+    }
+}
+
+/// `a`, `a and b`, `a, b and c`: names as a sentence lists them.
+fn list(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
     }
 }
