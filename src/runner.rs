@@ -280,6 +280,7 @@ impl EachAddress {
             resolve::addresses(host, self.every),
         )
         .await;
+        let looked_up = start.elapsed();
         let failure = match &found {
             Ok(ips) => {
                 self.reconcile(Some(ips));
@@ -312,6 +313,9 @@ impl EachAddress {
             in_flight.dec_by(i64::from(wanted));
         });
         let target = Target { host: host.clone() };
+        // The lookup is part of the round, as it is inside a one-address probe: what is left
+        // of the timeout is each address's.
+        let timeout = timeout.saturating_sub(looked_up);
         let rounds = addresses.iter().map(|a| {
             let ip = a.ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
             let span = info_span!("address", ip = %a.label());
