@@ -11,17 +11,19 @@
 //!
 //! - [`model`]: the validated values; [`loader`]: text to model; [`save`]: model to text;
 //! - [`single`]: the one-service configs of `check` and the console's `add`;
-//! - [`web_config`]: `--web.config.file`; [`error`]: located errors.
+//! - [`web_config`]: `--web.config.file`; [`error`]: located errors;
+//! - [`sd`]: the file_sd/http_sd documents of `discovery:` sources.
 
 pub mod error;
 pub mod loader;
 pub mod model;
 pub mod save;
+pub mod sd;
 pub mod single;
 pub mod web_config;
 
 pub use error::{ConfigError, ConfigErrors, LoadError};
-pub use loader::{BUILTIN, Source, load, load_as, load_file};
-pub use model::{Config, Defaults, Service, Target};
+pub use loader::{BUILTIN, Source, discovered, load, load_as, load_file};
+pub use model::{Config, Defaults, Discovery, DiscoveryKind, Service, Target};
 pub use save::{SaveError, to_yaml};
 pub use web_config::{ClientAuth, TlsServerConfig, WebConfig, load_web_config, parse_web_config};

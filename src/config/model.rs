@@ -31,6 +31,166 @@ pub struct Config {
     /// `global: { labels: ... }`: labels on every probe series; a target's own label of the
     /// same name wins. Already merged into each service's `labels`.
     pub global_labels: BTreeMap<String, String>,
+    /// `discovery:`: where more targets come from while netmon runs, in file order.
+    pub discovery: Vec<Discovery>,
+}
+
+/// The shortest time between two reads of a discovery source.
+pub const MIN_DISCOVERY_INTERVAL: StdDuration = StdDuration::from_secs(1);
+/// How often a `file:` source's files are checked for changes when `interval:` is not set.
+pub const DEFAULT_FILE_INTERVAL: StdDuration = StdDuration::from_secs(5);
+/// How often an `http:` source is asked when `refresh:` is not set (Prometheus' http_sd
+/// default).
+pub const DEFAULT_HTTP_REFRESH: StdDuration = StdDuration::from_secs(60);
+/// How long one `http:` request may take when `timeout:` is not set.
+pub const DEFAULT_HTTP_TIMEOUT: StdDuration = StdDuration::from_secs(10);
+/// The most targets one discovery source may give when `max_targets:` is not set.
+pub const DEFAULT_MAX_TARGETS: usize = 10_000;
+
+/// One `discovery:` entry: a source of target groups in Prometheus' file_sd/http_sd format
+/// and the services to run on each target it gives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Discovery {
+    /// The `source` label of the discovery metrics and the name in logs: `name:` if written,
+    /// else the file patterns or the URL.
+    pub name: String,
+    /// Whether `name` was written by the user (so `save` writes it back).
+    pub named: bool,
+    /// Where the groups come from.
+    pub kind: DiscoveryKind,
+    /// `services:`, as for a static target; checked when the config is read.
+    pub services: ServiceTemplate,
+    /// The most targets this source may give; a longer list is refused as a whole.
+    pub max_targets: usize,
+}
+
+/// Where a discovery source reads its target groups.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DiscoveryKind {
+    /// `file:`: Prometheus file_sd files (`.json`, `.yml`, `.yaml`), checked every `interval`.
+    File {
+        /// The patterns as written; `*`, `?` and `[...]` match as in a shell.
+        patterns: Vec<String>,
+        /// How often the files are checked for changes.
+        interval: Duration,
+    },
+    /// `http:`: a Prometheus http_sd endpoint, polled.
+    Http(HttpSource),
+}
+
+/// An `http:` source: the endpoint and how to ask it, with the option names of Prometheus'
+/// `http_sd_configs`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSource {
+    /// The URL, `http://` or `https://`, without user or password.
+    pub url: url::Url,
+    /// How often it is asked.
+    pub refresh: Duration,
+    /// How long one answer may take, body included; below `refresh`.
+    pub timeout: Duration,
+    /// `basic_auth:`.
+    pub basic_auth: Option<BasicAuth>,
+    /// `authorization:` (a bearer token, by default).
+    pub authorization: Option<Authorization>,
+    /// `tls_config:`: trust for an `https://` URL.
+    pub tls: crate::probe::http::options::TlsOptions,
+}
+
+/// `basic_auth: { username, password | password_file }`.
+#[derive(Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    /// The user name.
+    pub username: String,
+    /// The password, written in the config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// A file holding the password, read at every request (so it can be rotated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<std::path::PathBuf>,
+}
+
+impl fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BasicAuth")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<secret>"))
+            .field("password_file", &self.password_file)
+            .finish()
+    }
+}
+
+/// `authorization: { type, credentials | credentials_file }`: an `Authorization` header.
+#[derive(Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authorization {
+    /// The scheme, `Bearer` unless written.
+    #[serde(default = "bearer", rename = "type")]
+    pub kind: String,
+    /// The credentials (the token), written in the config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<String>,
+    /// A file holding the credentials, read at every request (so a token can be rotated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_file: Option<std::path::PathBuf>,
+}
+
+fn bearer() -> String {
+    "Bearer".into()
+}
+
+impl fmt::Debug for Authorization {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authorization")
+            .field("type", &self.kind)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| "<secret>"),
+            )
+            .field("credentials_file", &self.credentials_file)
+            .finish()
+    }
+}
+
+/// A discovery source's `services:` list as written, applied to every target it gives by
+/// the loader's own service reading ([`crate::config::loader::discovered`]), so defaults,
+/// labels and RTT settings apply exactly as for a static target. Two are equal when their
+/// services are (where they are written does not count).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceTemplate(pub(crate) marked_yaml::Node);
+
+impl ServiceTemplate {
+    /// The list as plain YAML, for `save`.
+    pub fn to_value(&self) -> serde_yaml::Value {
+        fn plain(node: &marked_yaml::Node) -> serde_yaml::Value {
+            match node {
+                // A plain scalar written as `22` or `true` must stay plain: quoted, the
+                // probe's options would refuse it as a string.
+                marked_yaml::Node::Scalar(s) if s.may_coerce() => {
+                    let text = s.as_str();
+                    if let Ok(n) = text.parse::<i64>() {
+                        n.into()
+                    } else if let Ok(b) = text.parse::<bool>() {
+                        b.into()
+                    } else if let Ok(f) = text.parse::<f64>() {
+                        f.into()
+                    } else {
+                        text.into()
+                    }
+                }
+                marked_yaml::Node::Scalar(s) => s.as_str().into(),
+                marked_yaml::Node::Sequence(seq) => {
+                    serde_yaml::Value::Sequence(seq.iter().map(plain).collect())
+                }
+                marked_yaml::Node::Mapping(map) => serde_yaml::Value::Mapping(
+                    map.iter()
+                        .map(|(k, v)| (k.as_str().into(), plain(v)))
+                        .collect(),
+                ),
+            }
+        }
+        plain(&self.0)
+    }
 }
 
 /// The `defaults:` section.
@@ -135,6 +295,63 @@ impl Config {
     /// Every service of every target, in file order.
     pub fn services(&self) -> impl Iterator<Item = &Service> {
         self.targets.iter().flat_map(|t| t.services.iter())
+    }
+}
+
+/// A discovered service left out because another of the same host and name runs already.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shadowed {
+    /// The source that gave it.
+    pub source: String,
+    /// Its host.
+    pub host: String,
+    /// Its `service` label.
+    pub service: String,
+    /// Who has it: `static` (the config's `targets:`) or the name of an earlier source.
+    pub by: String,
+}
+
+impl Config {
+    /// This config with the targets of discovery sources added, in the order given. A
+    /// service whose host and name are taken already (by `targets:`, an earlier source, or
+    /// an earlier target of the same source) is left out and returned: what the file says
+    /// wins over what is discovered, so a discovery source cannot change a static service.
+    pub fn with_discovered<'s>(
+        &self,
+        sources: impl IntoIterator<Item = (&'s str, Vec<Target>)>,
+    ) -> (Config, Vec<Shadowed>) {
+        let mut config = self.clone();
+        let mut taken: std::collections::HashMap<(String, String), String> = self
+            .services()
+            .map(|s| ((s.host.clone(), s.name.clone()), "static".to_string()))
+            .collect();
+        let mut shadowed = Vec::new();
+        for (source, targets) in sources {
+            for mut target in targets {
+                target.services.retain(|s| {
+                    let key = (s.host.clone(), s.name.clone());
+                    match taken.get(&key) {
+                        Some(by) => {
+                            shadowed.push(Shadowed {
+                                source: source.to_string(),
+                                host: s.host.clone(),
+                                service: s.name.clone(),
+                                by: by.clone(),
+                            });
+                            false
+                        }
+                        None => {
+                            taken.insert(key, source.to_string());
+                            true
+                        }
+                    }
+                });
+                if !target.services.is_empty() {
+                    config.targets.push(target);
+                }
+            }
+        }
+        (config, shadowed)
     }
 }
 

@@ -7,10 +7,14 @@
 //! with every setting spelled out. Effective values (a service's interval
 //! inherited from its target) are left to the loader to derive again, so `load(save(c)) == c`.
 //! A service with no options besides its port is written in the short form (`tcp:22`).
+//! `discovery:` sources are written with their effective intervals and limits, and their
+//! `services:` as written; what they discovered is not part of the file.
 
 use serde_yaml::{Mapping, Value};
 
-use crate::config::model::{Config, Service, Target};
+use crate::config::model::{
+    Config, DEFAULT_MAX_TARGETS, Discovery, DiscoveryKind, Service, Target,
+};
 use crate::probe::Protocol;
 
 /// Why a configuration could not be written as YAML.
@@ -57,7 +61,18 @@ pub fn to_yaml(config: &Config) -> Result<String, SaveError> {
     for t in &config.targets {
         targets.insert(t.host.clone().into(), target(t)?);
     }
-    root.insert("targets".into(), Value::Mapping(targets));
+    // A config that only discovers may have no `targets:`, which the loader accepts.
+    if !targets.is_empty() || config.discovery.is_empty() {
+        root.insert("targets".into(), Value::Mapping(targets));
+    }
+    if !config.discovery.is_empty() {
+        let sources = config
+            .discovery
+            .iter()
+            .map(discovery)
+            .collect::<Result<Vec<_>, _>>()?;
+        root.insert("discovery".into(), Value::Sequence(sources));
+    }
     if let Some(echo) = &config.echo_server {
         root.insert("echo_server".into(), serde_yaml::to_value(echo)?);
     }
@@ -65,6 +80,42 @@ pub fn to_yaml(config: &Config) -> Result<String, SaveError> {
         root.insert("stamp_reflector".into(), serde_yaml::to_value(stamp)?);
     }
     Ok(serde_yaml::to_string(&Value::Mapping(root))?)
+}
+
+fn discovery(d: &Discovery) -> Result<Value, SaveError> {
+    let mut m = Mapping::new();
+    match &d.kind {
+        DiscoveryKind::File { patterns, interval } => {
+            let file = match patterns.as_slice() {
+                [one] => Value::String(one.clone()),
+                many => serde_yaml::to_value(many)?,
+            };
+            m.insert("file".into(), file);
+            m.insert("interval".into(), serde_yaml::to_value(interval)?);
+        }
+        DiscoveryKind::Http(h) => {
+            m.insert("http".into(), h.url.as_str().into());
+            m.insert("refresh".into(), serde_yaml::to_value(h.refresh)?);
+            m.insert("timeout".into(), serde_yaml::to_value(h.timeout)?);
+            if let Some(a) = &h.basic_auth {
+                m.insert("basic_auth".into(), serde_yaml::to_value(a)?);
+            }
+            if let Some(a) = &h.authorization {
+                m.insert("authorization".into(), serde_yaml::to_value(a)?);
+            }
+            if !h.tls.is_default() {
+                m.insert("tls_config".into(), serde_yaml::to_value(&h.tls)?);
+            }
+        }
+    }
+    if d.named {
+        m.insert("name".into(), d.name.clone().into());
+    }
+    if d.max_targets != DEFAULT_MAX_TARGETS {
+        m.insert("max_targets".into(), (d.max_targets as u64).into());
+    }
+    m.insert("services".into(), d.services.to_value());
+    Ok(Value::Mapping(m))
 }
 
 fn target(t: &Target) -> Result<Value, SaveError> {
@@ -213,6 +264,41 @@ targets:
         assert_eq!(first, second, "\n{text}");
         // And saving again is stable.
         assert_eq!(to_yaml(&second).unwrap(), text);
+    }
+
+    #[test]
+    fn discovery_sources_are_saved_too() {
+        let c = load(
+            r#"
+targets: { a: { services: [ICMP] } }
+discovery:
+  - file: [/etc/netmon/targets/*.yml, /srv/sd.json]
+    interval: 30s
+    services: [HTTPS, ICMP, "TCP:22"]
+  - http: http://127.0.0.1:8500/sd
+    name: consul
+    refresh: 1m
+    max_targets: 50
+    authorization: { credentials_file: /run/token }
+    tls_config: { insecure_skip_verify: true }
+    services: [{ type: tcp, port: 22, name: ssh }, { type: icmp, rtt_histogram: false }, { type: http, path: /health }]
+"#,
+            "netmon.yml",
+        )
+        .unwrap();
+        assert_eq!(c.discovery.len(), 2);
+        let text = to_yaml(&c).unwrap();
+        assert_eq!(load(&text, "saved.yml").unwrap(), c, "{text}");
+        // A config that only discovers needs no `targets:`.
+        let only = load(
+            "discovery: [{ file: /srv/*.json, services: [ICMP] }]
+",
+            "netmon.yml",
+        )
+        .unwrap();
+        let text = to_yaml(&only).unwrap();
+        assert!(!text.contains("targets"), "{text}");
+        assert_eq!(load(&text, "saved.yml").unwrap(), only, "{text}");
     }
 
     #[test]

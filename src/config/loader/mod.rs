@@ -14,13 +14,16 @@ use crate::base::hint::{Dialect, did_you_mean};
 use crate::base::values::Duration;
 
 use crate::config::error::{ConfigError, ConfigErrors, LoadError, MAX_SHOWN};
-use crate::config::model::{Config, Defaults, Target};
+use crate::config::model::{Config, Defaults, Discovery, Target};
+use crate::config::sd::TargetGroup;
 
+mod discovery;
 mod limits;
 mod rtt;
 mod service;
 mod yaml;
 
+pub use discovery::MAX_TARGETS_CEILING;
 pub use limits::{MAX_HOST_LABEL, MAX_HOST_NAME, MAX_LABEL_NAME, MAX_LABEL_VALUE, MAX_LABELS};
 
 pub use yaml::MAX_DEPTH;
@@ -99,36 +102,64 @@ pub fn load(text: &str, file: &str) -> Result<Config, ConfigErrors> {
 /// arguments, the console's `add`): the rules are the same, and hints are written in
 /// `dialect`'s syntax.
 pub fn load_as(text: &str, file: &str, dialect: Dialect) -> Result<Config, ConfigErrors> {
-    let mut cx = Loader {
-        file,
-        dialect,
-        origin_file: file.into(),
-        errors: Vec::new(),
-        left_out: 0,
-        defaults_timeout_at: None,
-        target_timeout_at: None,
-        default_rtt_buckets: std::sync::Arc::from(&crate::probe::packets::DEFAULT_RTT_BUCKETS[..]),
-    };
+    let mut cx = Loader::new(file, dialect);
     let config = crate::base::values::Regex::sharing(|| cx.document(text));
-    match config {
-        Some(c) if cx.errors.is_empty() => Ok(c),
-        _ => {
-            cx.errors.sort_by_key(|e| (e.line, e.column));
-            if cx.left_out > 0 {
-                cx.errors
-                    .push(ConfigError::more(file.to_string(), cx.left_out));
+    cx.finish(config)
+}
+
+/// The targets that `groups`, given by `source` of `config`, stand for: each with the
+/// source's services, its group's labels and `config`'s defaults and `global:` labels, as a
+/// static target would have them. Errors name the source, the group and the target.
+pub fn discovered(
+    config: &Config,
+    source: &Discovery,
+    groups: &[TargetGroup],
+) -> Result<Vec<Target>, ConfigErrors> {
+    let file = format!("discovery source `{}`", source.name);
+    let mut cx = Loader::new(&file, Dialect::File);
+    let targets = cx.discovered(source, groups, &config.defaults, &config.global_labels);
+    cx.finish(Some(targets))
+}
+
+impl<'a> Loader<'a> {
+    fn new(file: &'a str, dialect: Dialect) -> Self {
+        Loader {
+            file,
+            dialect,
+            origin_file: file.into(),
+            errors: Vec::new(),
+            left_out: 0,
+            defaults_timeout_at: None,
+            target_timeout_at: None,
+            default_rtt_buckets: std::sync::Arc::from(
+                &crate::probe::packets::DEFAULT_RTT_BUCKETS[..],
+            ),
+        }
+    }
+
+    /// `value`, or every error found on the way to it.
+    fn finish<T>(mut self, value: Option<T>) -> Result<T, ConfigErrors> {
+        match value {
+            Some(v) if self.errors.is_empty() => Ok(v),
+            _ => {
+                self.errors.sort_by_key(|e| (e.line, e.column));
+                if self.left_out > 0 {
+                    self.errors
+                        .push(ConfigError::more(self.file.to_string(), self.left_out));
+                }
+                Err(ConfigErrors(self.errors))
             }
-            Err(ConfigErrors(cx.errors))
         }
     }
 }
 
-const TOP_KEYS: [&str; 5] = [
+const TOP_KEYS: [&str; 6] = [
     "defaults",
     "targets",
     "echo_server",
     "stamp_reflector",
     "global",
+    "discovery",
 ];
 const GLOBAL_KEYS: [&str; 1] = ["labels"];
 const DEFAULTS_KEYS: [&str; 5] = [
@@ -237,16 +268,23 @@ impl Loader<'_> {
             Some(n) => self.defaults(n),
             None => Defaults::default(),
         };
-        if root.get_node("targets").is_none() {
-            self.err_at((1, 1), "missing `targets:`: list the hosts to monitor, e.g. `targets: {localhost: {services: [ICMP]}}`");
+        let discovery = root
+            .get_node("discovery")
+            .map(|n| self.discovery(n, &defaults))
+            .unwrap_or_default();
+        let discovers = root.get_node("discovery").is_some();
+        if root.get_node("targets").is_none() && !discovers {
+            self.err_at((1, 1), "missing `targets:`: list the hosts to monitor, e.g. `targets: {localhost: {services: [ICMP]}}`, or where to discover them (`discovery:`)");
             return None;
         }
         let global_labels = root
             .get_node("global")
             .map(|n| self.global(n))
             .unwrap_or_default();
-        let targets_node = root.get_mut("targets")?;
-        let mut targets = self.targets(targets_node, &defaults);
+        let mut targets = match root.get_mut("targets") {
+            Some(node) => self.targets(node, &defaults, discovers),
+            None => Vec::new(),
+        };
         for service in targets.iter_mut().flat_map(|t| t.services.iter_mut()) {
             for (k, v) in &global_labels {
                 service.labels.entry(k.clone()).or_insert_with(|| v.clone());
@@ -264,6 +302,7 @@ impl Loader<'_> {
             echo_server,
             stamp_reflector,
             global_labels,
+            discovery,
         })
     }
 
@@ -478,13 +517,13 @@ impl Loader<'_> {
     /// Reads the targets, taking each one's YAML out of `node` and dropping it once read: the
     /// tree with its positions takes some 30 times the text, so keeping it whole while the
     /// model is built would add the model's memory on top of it.
-    fn targets(&mut self, node: &mut Node, defaults: &Defaults) -> Vec<Target> {
+    fn targets(&mut self, node: &mut Node, defaults: &Defaults, discovers: bool) -> Vec<Target> {
         let span = *node.span();
         let Some(map) = node.as_mapping_mut() else {
             self.err(node.span(), "`targets` must be a mapping of host names, e.g. `targets: {localhost: {services: [ICMP]}}`");
             return Vec::new();
         };
-        if map.is_empty() {
+        if map.is_empty() && !discovers {
             self.err(&span, "`targets` is empty: add at least one host");
         }
         let mut targets = Vec::with_capacity(map.len());

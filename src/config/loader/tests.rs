@@ -442,3 +442,127 @@ fn ip_all_and_max_addresses_are_read_and_checked() {
     let e = errors("targets: { h: { services: [{ type: tcp, port: 1, ip: al }] } }");
     assert!(e[0].contains("`ip`"), "{e:?}");
 }
+
+mod discovery {
+    use super::*;
+    use crate::config::sd::{Format, parse};
+
+    const CONFIG: &str = r#"
+defaults: { interval: 10s }
+global: { labels: { site: fra1, env: default } }
+targets: { static.example: { services: [ICMP] } }
+discovery:
+  - file: /srv/sd/*.json
+    services: [ICMP, HTTP, "TCP:22", { type: dns, name: resolver }, UDP]
+"#;
+
+    fn built(groups: &str) -> Result<Vec<Target>, ConfigErrors> {
+        let config = load(CONFIG, "netmon.yml").unwrap();
+        let groups = parse(groups, Format::Json, 100).unwrap();
+        discovered(&config, &config.discovery[0], &groups)
+    }
+
+    fn service<'t>(targets: &'t [Target], host: &str, name: &str) -> &'t crate::config::Service {
+        targets
+            .iter()
+            .flat_map(|t| &t.services)
+            .find(|s| s.host == host && s.name == name)
+            .unwrap_or_else(|| panic!("no {host} {name} in {targets:#?}"))
+    }
+
+    #[test]
+    fn a_target_gets_the_template_its_port_and_its_labels() {
+        let t = built(
+            r#"[{"targets": ["a.example:9100", "b.example", "[::1]:8053"],
+                 "labels": {"env": "prod", "__meta_dc": "x", "team": "db"}}]"#,
+        )
+        .unwrap();
+        assert_eq!(t.len(), 3);
+        let names: Vec<_> = t[0].services.iter().map(|s| s.name.as_str()).collect();
+        // The port goes to the services that take one and name none; `TCP:22` keeps its own.
+        assert_eq!(
+            names,
+            ["icmp", "http:9100", "tcp:22", "resolver", "echo:9100"]
+        );
+        let b: Vec<_> = t[1].services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(b, ["icmp", "http", "tcp:22", "resolver", "echo"]);
+        assert_eq!(service(&t, "::1", "resolver").options.port(), Some(8053));
+        let s = service(&t, "a.example", "icmp");
+        // `__` labels dropped, the group's label wins over the global one, defaults apply.
+        let labels: Vec<_> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(labels, ["env=prod", "site=fra1", "team=db"]);
+        assert_eq!(s.interval, std::time::Duration::from_secs(10));
+    }
+
+    #[test]
+    fn bad_targets_and_labels_name_the_group_and_the_target() {
+        let e = built(
+            r#"[{"targets": ["ok.example"]},
+                {"targets": ["bad host", "a:0", "x/y"], "labels": {"host": "x"}},
+                {"targets": ["c"], "labels": {"1x": "y"}}]"#,
+        )
+        .unwrap_err();
+        let e: Vec<_> = e.0.iter().map(ToString::to_string).collect();
+        let all = e.join("\n");
+        for want in [
+            "discovery source `/srv/sd/*.json`: group 2 target `bad host`: `bad host` is not a host name or IP address",
+            "group 2 target `a:0`: `a:0`: the port after `:` must be a number from 1 to 65535",
+            "group 2 target `x/y`: `x/y` is not a host name or IP address",
+            "group 3 target `c`: `1x` is not a valid label name",
+        ] {
+            assert!(all.contains(want), "{want}\n{all}");
+        }
+    }
+
+    #[test]
+    fn the_template_is_checked_when_the_config_is_read() {
+        let e = errors(
+            "discovery: [{file: /srv/a.json, services: [{type: tcp}]}, {file: /srv/b.json, services: []}]\n",
+        );
+        // `tcp` without a port is fine on a target that gives one; an empty list is not.
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("has an empty `services:` list"), "{e:?}");
+        // A target without a port then says what is missing.
+        let config = load(
+            "discovery: [{file: /srv/a.json, services: [{type: tcp}]}]\n",
+            "t.yml",
+        )
+        .unwrap();
+        let groups = parse(r#"[{"targets": ["h"]}]"#, Format::Json, 10).unwrap();
+        let e = discovered(&config, &config.discovery[0], &groups)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("group 1 target `h`: tcp service on `h`: a tcp service needs a port"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn static_services_win_over_discovered_ones() {
+        let config = load(CONFIG, "netmon.yml").unwrap();
+        let groups = parse(
+            r#"[{"targets": ["static.example", "new.example"]}]"#,
+            Format::Json,
+            10,
+        )
+        .unwrap();
+        let found = discovered(&config, &config.discovery[0], &groups).unwrap();
+        let again = found.clone();
+        let (merged, shadowed) = config.with_discovered([("first", found), ("second", again)]);
+        // static.example's icmp is the file's; every other service of the two targets once.
+        assert_eq!(merged.services().count(), 1 + 5 + 4);
+        assert_eq!(shadowed.len(), 1 + 10);
+        assert_eq!(shadowed[0].host, "static.example");
+        assert_eq!(shadowed[0].service, "icmp");
+        assert_eq!(shadowed[0].by, "static");
+        assert!(shadowed[1..].iter().all(|s| s.source == "second"));
+        let by_static = shadowed.iter().filter(|s| s.by == "static").count();
+        assert_eq!(by_static, 2, "{shadowed:#?}");
+        let icmp = merged
+            .services()
+            .find(|s| s.host == "static.example" && s.name == "icmp")
+            .unwrap();
+        assert_eq!(icmp.interval, std::time::Duration::from_secs(10));
+    }
+}
