@@ -17,7 +17,7 @@ LAYERS = [
     ("leaf", ["base", "echo::wire", "echo::settings", "stamp::wire", "stamp::settings", "status::history"]),
     ("domain", ["probe", "echo", "stamp"]),
     ("engine", ["config", "runner", "metrics"]),
-    ("app", ["web", "status", "reload", "logging", "shutdown"]),
+    ("app", ["web", "status", "reload", "discovery", "logging", "shutdown"]),
     ("edge", ["cli", "cmd", "console", "fuzzing", ""]),
 ]
 

@@ -9,11 +9,11 @@
 //! - domain: [`probe`] (the protocol table, [`probe::shape`], one module per protocol), the
 //!   [`echo`] server and client and the [`stamp`] reflector;
 //! - engine: [`config`], [`runner`], [`metrics`];
-//! - app: [`web`], [`status`] (the status page and its JSON API), [`reload`], [`logging`],
-//!   [`shutdown`];
+//! - app: [`web`], [`status`] (the status page and its JSON API), [`reload`], [`discovery`]
+//!   (the tasks reading `discovery:` sources), [`logging`], [`shutdown`];
 //! - edges: [`cli`], [`cmd`] (one module per command: serve, check, echo, echo-server,
-//!   stamp-reflector), [`console`]; `fuzzing` (hidden, only with the `fuzzing` feature or in tests) holds the
-//!   entry points of the fuzz targets in `fuzz/`.
+//!   stamp-reflector), [`console`]; `fuzzing` (hidden, only with the `fuzzing` feature or in
+//!   tests) holds the entry points of the fuzz targets in `fuzz/`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
@@ -22,6 +22,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod console;
+pub mod discovery;
 pub mod echo;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]

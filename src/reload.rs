@@ -1,15 +1,23 @@
 //! Reloading: the configuration read again from its source and applied to the running
 //! monitor, hosted echo server and hosted STAMP reflector. Shared by SIGHUP, `POST /-/reload` and the console.
+//!
+//! What `discovery:` sources give (`crate::discovery` reads them) is applied here too, the
+//! same way: the static configuration plus every source's last good list, checked whole and
+//! applied at once, one change at a time. A reload of the file keeps the discovered targets;
+//! a source the new file no longer lists loses its targets with the same reload.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
-use crate::config::error::LoadError;
+use crate::config::error::{ConfigErrors, LoadError};
 use crate::config::loader::Source;
+use crate::config::model::{Config, Discovery};
+use crate::config::sd::TargetGroup;
 use crate::echo::server::EchoServer;
 use crate::metrics::Metrics;
 use crate::runner::{Changes, Monitor, ServiceStatus};
@@ -27,6 +35,37 @@ pub struct Reloader {
     reloading: Mutex<()>,
     started: SystemTime,
     last: std::sync::Mutex<Option<LastReload>>,
+    discovered: std::sync::Mutex<Discovered>,
+    sources: watch::Sender<Vec<Discovery>>,
+}
+
+/// The static configuration last applied and each discovery source's last good list: what
+/// the monitor runs is the one plus the other.
+#[derive(Debug, Default)]
+struct Discovered {
+    config: Option<Config>,
+    lists: BTreeMap<String, Arc<[TargetGroup]>>,
+}
+
+/// Why a discovery source's new list was not applied; the source keeps its last good one.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// The running configuration has no such source (a reload removed it meanwhile).
+    #[error("the running configuration has no discovery source `{0}`")]
+    Gone(String),
+    /// A target of the list is invalid.
+    #[error("{0}\nthe source's last good list stays")]
+    Invalid(ConfigErrors),
+    /// A service of the list cannot run (e.g. its probe cannot be built).
+    #[error("{0}\nnothing changed: the source's last good list stays")]
+    Refused(ConfigErrors),
+    /// The list runs, but some of its services did not start.
+    #[error(
+        "the list is applied, but {} service(s) could not start:\n  {}",
+        .0.failed.len(),
+        .0.failed.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  ")
+    )]
+    Partial(Changes),
 }
 
 /// The outcome of the last reload, for the status page's banner.
@@ -171,7 +210,108 @@ impl Reloader {
             reloading: Mutex::new(()),
             started: SystemTime::now(),
             last: std::sync::Mutex::new(None),
+            discovered: std::sync::Mutex::new(Discovered::default()),
+            sources: watch::Sender::new(Vec::new()),
         }
+    }
+
+    /// Records `config` as the static configuration the monitor runs, so discovered targets
+    /// are added to it and its `discovery:` sources are read.
+    pub fn with_config(self, config: Config) -> Self {
+        self.sources.send_replace(config.discovery.clone());
+        if let Ok(mut d) = self.discovered.lock() {
+            d.config = Some(config);
+        }
+        self
+    }
+
+    /// The `discovery:` sources of the running configuration, updated by every reload that
+    /// applies.
+    pub fn discovery_sources(&self) -> watch::Receiver<Vec<Discovery>> {
+        self.sources.subscribe()
+    }
+
+    /// Refuses every later discovered list, waiting for one being applied: called on
+    /// shutdown before the services stop, so no list starts them again.
+    pub async fn close_discovery(&self) {
+        let _one_at_a_time = self.reloading.lock().await;
+        if let Ok(mut d) = self.discovered.lock() {
+            d.config = None;
+        }
+    }
+
+    /// `config` with the targets of its sources' lists in `lists` added, for the monitor.
+    /// A list that no longer builds (the reload changed the defaults under it) is left out
+    /// and logged; services shadowed by static ones or by earlier sources are logged.
+    fn compose(config: &Config, lists: &BTreeMap<String, Arc<[TargetGroup]>>) -> Config {
+        let mut found = Vec::new();
+        for source in &config.discovery {
+            let Some(groups) = lists.get(&source.name) else {
+                continue;
+            };
+            match crate::config::loader::discovered(config, source, groups) {
+                Ok(targets) => found.push((source.name.as_str(), targets)),
+                Err(e) => {
+                    error!(source = %source.name, error = %e, "discovered targets left out: they do not fit the configuration");
+                }
+            }
+        }
+        let (effective, shadowed) = config.with_discovered(found);
+        for s in shadowed {
+            warn!(
+                source = %s.source,
+                host = %s.host,
+                service = %s.service,
+                by = %s.by,
+                "discovered service left out: one of the same host and name runs already"
+            );
+        }
+        effective
+    }
+
+    /// Applies `groups` as the new list of the discovery source `name`, all or nothing, with
+    /// the static configuration and the other sources' lists. Returns how many targets the
+    /// list has. On an error the source's previous list stays in force.
+    pub async fn discovered(
+        &self,
+        name: &str,
+        groups: Vec<TargetGroup>,
+    ) -> Result<usize, DiscoveryError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let (config, mut lists) = match self.discovered.lock() {
+            Ok(d) => (d.config.clone(), d.lists.clone()),
+            Err(_) => (None, BTreeMap::new()),
+        };
+        let Some(config) = config else {
+            return Err(DiscoveryError::Gone(name.to_string()));
+        };
+        let Some(source) = config.discovery.iter().find(|s| s.name == name) else {
+            return Err(DiscoveryError::Gone(name.to_string()));
+        };
+        let count = crate::config::loader::discovered(&config, source, &groups)
+            .map_err(DiscoveryError::Invalid)?
+            .len();
+        lists.insert(name.to_string(), groups.into());
+        let effective = Self::compose(&config, &lists);
+        let mut monitor = self.monitor.lock().await;
+        monitor.check(&effective).map_err(DiscoveryError::Refused)?;
+        let changes = monitor.apply_checked(&effective).await;
+        if let Ok(mut d) = self.discovered.lock() {
+            d.lists = lists;
+        }
+        if !changes.failed.is_empty() {
+            return Err(DiscoveryError::Partial(changes));
+        }
+        info!(
+            source = name,
+            targets = count,
+            added = changes.added,
+            removed = changes.removed,
+            changed = changes.changed,
+            unchanged = changes.kept,
+            "discovered targets applied"
+        );
+        Ok(count)
     }
 
     /// Hosts the config's `echo_server:` with families `metrics` (registered in the main
@@ -267,9 +407,20 @@ impl Reloader {
                 }));
             }
         };
+        // The sources the new file lists keep their lists; the others lose them.
+        let lists: BTreeMap<String, Arc<[TargetGroup]>> = match self.discovered.lock() {
+            Ok(d) => d
+                .lists
+                .iter()
+                .filter(|(name, _)| config.discovery.iter().any(|s| &s.name == *name))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            Err(_) => BTreeMap::new(),
+        };
+        let effective = Self::compose(&config, &lists);
         // One reload at a time: the monitor's lock is held from the check to the apply.
         let mut monitor = self.monitor.lock().await;
-        if let Err(e) = monitor.check(&config) {
+        if let Err(e) = monitor.check(&effective) {
             return Err(self.refused(LoadError::Start(e)));
         }
         let mut echo = self.echo.lock().await;
@@ -293,7 +444,18 @@ impl Reloader {
         drop(echo);
         // Only once nothing can refuse the reload any more: a refused one changes nothing.
         crate::base::resolve::configure(&config.defaults.resolver.clone().unwrap_or_default());
-        let changes = monitor.apply_checked(&config).await;
+        let changes = monitor.apply_checked(&effective).await;
+        self.sources.send_if_modified(|s| {
+            let changed = *s != config.discovery;
+            if changed {
+                s.clone_from(&config.discovery);
+            }
+            changed
+        });
+        if let Ok(mut d) = self.discovered.lock() {
+            d.config = Some(config);
+            d.lists = lists;
+        }
         if !changes.failed.is_empty() {
             self.metrics.reloaded(false);
             let e = ReloadError::Partial(changes);

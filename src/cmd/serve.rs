@@ -117,9 +117,12 @@ pub async fn start(
     );
     let reloader = Arc::new(
         Reloader::new(source, monitor)
+            .with_config(config)
             .with_echo_server(echo_metrics, echo, shutdown.clone())
             .with_stamp_reflector(stamp_metrics, stamp, shutdown.clone()),
     );
+    // Reads the `discovery:` sources, following reloads, until shutdown.
+    tokio::spawn(crate::discovery::run(reloader.clone(), shutdown.clone()));
     let wanted = web::Limits {
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         header_read_timeout: args.read_header_timeout,
@@ -168,6 +171,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     token.cancel();
+    reloader.close_discovery().await;
     reloader.monitor().lock().await.stop_all().await;
     reloader.stop_echo_server().await;
     reloader.stop_stamp_reflector().await;

@@ -213,6 +213,7 @@ pub fn run(log: LogArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
     });
     rt.block_on(async {
         token.cancel();
+        reloader.close_discovery().await;
         reloader.monitor().lock().await.stop_all().await;
         if tokio::time::timeout(crate::base::listen::GRACE * 2, web_task)
             .await

@@ -1,5 +1,6 @@
 //! The metric registry: the common probe families, build info, reload gauges, scheduler
-//! lateness and the standard `process_*` metrics.
+//! lateness, the discovery sources' families (`discovery.rs`) and the standard `process_*`
+//! metrics.
 //!
 //! Families are registered once, at start-up. Each service fetches its own handles
 //! ([`ServiceMetrics`]) when it starts, so a probe result updates atomics and never takes the
@@ -13,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::base::labels::{FGauge, Labels, with_label};
 
+pub mod discovery;
 mod encoder;
 
 pub use encoder::{EncodeError, Encoder, Encoding, GZIP_LEVEL, gzip};
@@ -117,6 +119,8 @@ pub struct Metrics {
     /// The hosted STAMP reflector's families, registered even without `stamp_reflector:` so
     /// a reload can add one.
     pub stamp_reflector: crate::stamp::reflector::Metrics,
+    /// `netmon_discovery_*`: one series per `discovery:` source.
+    pub discovery: discovery::Metrics,
     /// Size of the last encoding: the next one reserves that much up front instead of
     /// growing (and copying) its buffer a dozen times on the way to megabytes.
     last_size: AtomicUsize,
@@ -198,6 +202,7 @@ impl Metrics {
         let probe = ProbeMetrics::register(ns);
         let echo_server = crate::echo::server::metrics::Metrics::register(ns);
         let stamp_reflector = crate::stamp::reflector::Metrics::register(ns);
+        let discovery = discovery::Metrics::register(ns);
         Metrics {
             registry,
             common,
@@ -209,6 +214,7 @@ impl Metrics {
             shard_services,
             echo_server,
             stamp_reflector,
+            discovery,
             last_size: AtomicUsize::new(0),
         }
     }

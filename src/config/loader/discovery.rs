@@ -22,6 +22,7 @@ use crate::config::sd::{Format, TargetGroup};
 use crate::probe::Protocol;
 
 use super::Loader;
+use super::limits::MAX_TARGETS_CEILING;
 
 const FILE_KEYS: [&str; 5] = ["file", "name", "services", "interval", "max_targets"];
 const HTTP_KEYS: [&str; 9] = [
@@ -35,8 +36,6 @@ const HTTP_KEYS: [&str; 9] = [
     "authorization",
     "tls_config",
 ];
-/// The largest `max_targets:` accepted: each target costs a few tasks and series per service.
-pub const MAX_TARGETS_CEILING: usize = 1_000_000;
 /// The host the `services:` of a source are checked on when the config is read.
 const STAND_IN: &str = "discovered-target";
 /// The port the stand-in target gives, so services that need one are checked with one.
@@ -292,6 +291,13 @@ impl Loader<'_> {
                     self.err(
                         n.span(),
                         "`tls_config`: `insecure_skip_verify` and `ca_file` contradict each other; keep one",
+                    );
+                    return None;
+                }
+                if tls.server_name.is_some() {
+                    self.err(
+                        n.span(),
+                        "`tls_config`: `server_name` is not supported for http_sd: the URL's host is the name checked",
                     );
                     return None;
                 }

@@ -19,6 +19,10 @@ pub const MAX_LABEL_NAME: usize = 128;
 /// The longest label value, in bytes.
 pub const MAX_LABEL_VALUE: usize = 1024;
 
+/// The largest `max_targets:` a discovery source may set: each target costs a task and some
+/// series per service, so a million is already far past what one instance probes well.
+pub const MAX_TARGETS_CEILING: usize = 1_000_000;
+
 /// How much of an over-long value an error message quotes.
 const QUOTED: usize = 40;
 

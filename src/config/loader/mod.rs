@@ -23,8 +23,9 @@ mod rtt;
 mod service;
 mod yaml;
 
-pub use discovery::MAX_TARGETS_CEILING;
-pub use limits::{MAX_HOST_LABEL, MAX_HOST_NAME, MAX_LABEL_NAME, MAX_LABEL_VALUE, MAX_LABELS};
+pub use limits::{
+    MAX_HOST_LABEL, MAX_HOST_NAME, MAX_LABEL_NAME, MAX_LABEL_VALUE, MAX_LABELS, MAX_TARGETS_CEILING,
+};
 
 pub use yaml::MAX_DEPTH;
 use yaml::{too_deep, unclosed_bracket};
