@@ -9,6 +9,7 @@ mod check;
 mod config;
 mod console;
 mod dashboards;
+mod discovery;
 mod dns_ntp;
 mod echo;
 mod echo_abuse;

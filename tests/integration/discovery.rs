@@ -1,0 +1,276 @@
+//! Targets from discovery, end to end: the real binary reading a file_sd file the test
+//! writes and an http_sd endpoint the test serves, both changed under it. Series appear and
+//! go with their targets, unchanged services keep counting, a failing source keeps its last
+//! good list, a static service wins over a discovered one, and a reload keeps what was
+//! discovered.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::Response;
+use testkit::http::{Version, serve};
+
+use crate::support::{Netmon, Start, metric, tcp_listener};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// Accepts connections in a thread so the backlog never fills.
+fn serve_forever(l: std::net::TcpListener) {
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            drop(c);
+        }
+    });
+}
+
+/// Writes `text` to `path` as tools do: a new file renamed over the old one.
+fn replace(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Waits until `/metrics` has no `name` series with `labels`.
+fn wait_gone(n: &Netmon, name: &str, labels: &[(&str, &str)]) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = n.scrape();
+        if metric(&text, name, labels).is_none() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}{labels:?} still there:\n{text}\n{}",
+            n.log().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn up(n: &Netmon, port: u16) -> f64 {
+    let service = format!("tcp:{port}");
+    n.wait_metric(
+        "netmon_up",
+        &[("host", "127.0.0.1"), ("service", &service)],
+        WAIT,
+        |v| v == 1.0,
+    )
+}
+
+fn probes(n: &Netmon, port: u16) -> f64 {
+    let service = format!("tcp:{port}");
+    metric(
+        &n.scrape(),
+        "netmon_probes_total",
+        &[("host", "127.0.0.1"), ("service", &service)],
+    )
+    .unwrap_or(0.0)
+}
+
+#[test]
+fn a_file_sd_file_adds_and_removes_targets_as_it_changes() {
+    let (l1, p1) = tcp_listener();
+    serve_forever(l1);
+    let (l2, p2) = tcp_listener();
+    serve_forever(l2);
+    let sd = tempfile::tempdir().unwrap();
+    let file = sd.path().join("targets.json");
+    replace(
+        &file,
+        &format!(
+            r#"[{{"targets": ["127.0.0.1:{p1}", "localhost:{p1}"], "labels": {{"team": "db", "__meta_dc": "x"}}}}]"#
+        ),
+    );
+    let pattern = format!("{}/*.json", sd.path().display());
+    let config = format!(
+        "defaults: {{ interval: 300ms, timeout: 200ms }}\ntargets:\n  localhost: {{ services: [\"TCP:{p1}\"] }}\ndiscovery:\n  - file: {pattern}\n    name: files\n    interval: 1s\n    services: [{{ type: tcp }}]\n"
+    );
+    let mut n = Netmon::start(&config, &[]);
+    let source = [("source", "files")];
+
+    up(&n, p1);
+    let text = n.scrape();
+    let s1 = format!("tcp:{p1}");
+    let first = [("host", "127.0.0.1"), ("service", s1.as_str())];
+    // The group's label is on the series; the `__` one is not.
+    assert_eq!(
+        metric(&text, "netmon_up", &[("team", "db"), first[0], first[1]]),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(!text.contains("__meta_dc"), "{text}");
+    // localhost:p1 is the static service's: the file's, not the source's (no `team`).
+    n.wait_log("discovered service left out", WAIT);
+    let static_up = testkit::exposition::series(
+        &text,
+        "netmon_up",
+        &[("host", "localhost"), ("service", s1.as_str())],
+    );
+    assert_eq!(static_up.len(), 1, "{text}");
+    assert!(!static_up[0].0.contains("team"), "{text}");
+    assert_eq!(
+        metric(&text, "netmon_discovery_targets", &source),
+        Some(2.0)
+    );
+    assert!(
+        metric(
+            &text,
+            "netmon_discovery_last_success_timestamp_seconds",
+            &source
+        )
+        .unwrap()
+            > 0.0
+    );
+    assert_eq!(
+        metric(&text, "netmon_discovery_failures_total", &source),
+        Some(0.0)
+    );
+
+    // A target added: its series appear, the unchanged one keeps its counter.
+    let wait = Instant::now() + WAIT;
+    while probes(&n, p1) < 3.0 {
+        assert!(Instant::now() < wait, "{}", n.scrape());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = probes(&n, p1);
+    replace(
+        &file,
+        &format!(
+            r#"[{{"targets": ["127.0.0.1:{p1}", "127.0.0.1:{p2}"], "labels": {{"team": "db"}}}}]"#
+        ),
+    );
+    up(&n, p2);
+    assert!(
+        probes(&n, p1) >= before,
+        "the unchanged service's counter was reset"
+    );
+    n.wait_metric("netmon_discovery_targets", &source, WAIT, |v| v == 2.0);
+
+    // A target removed: its series go.
+    replace(&file, &format!(r#"[{{"targets": ["127.0.0.1:{p2}"]}}]"#));
+    wait_gone(&n, "netmon_up", &first);
+    n.wait_metric("netmon_discovery_targets", &source, WAIT, |v| v == 1.0);
+
+    // A broken file: counted, logged with what is wrong, the last good list stays.
+    replace(&file, r#"[{"targets": "#);
+    n.wait_metric("netmon_discovery_failures_total", &source, WAIT, |v| {
+        v >= 1.0
+    });
+    let line = n.wait_log("discovery source read failed", WAIT);
+    assert!(
+        line.contains("targets.json") && line.contains("EOF"),
+        "{line}"
+    );
+    assert_eq!(
+        metric(&n.scrape(), "netmon_discovery_targets", &source),
+        Some(1.0)
+    );
+    up(&n, p2);
+
+    // A reload of the static file keeps what was discovered.
+    let kept = probes(&n, p2);
+    let (status, body) = n.post("/-/reload");
+    assert_eq!(status, 200, "{body}");
+    up(&n, p2);
+    assert!(
+        probes(&n, p2) >= kept,
+        "the reload reset a discovered service"
+    );
+
+    // A reload without the source stops it: its targets and series go.
+    n.write_config(&format!(
+        "defaults: {{ interval: 300ms, timeout: 200ms }}\ntargets:\n  localhost: {{ services: [\"TCP:{p1}\"] }}\n"
+    ));
+    let (status, body) = n.post("/-/reload");
+    assert_eq!(status, 200, "{body}");
+    let s2 = format!("tcp:{p2}");
+    wait_gone(&n, "netmon_up", &[("host", "127.0.0.1"), ("service", &s2)]);
+    wait_gone(&n, "netmon_discovery_targets", &source);
+    n.assert_alive_without_panic();
+}
+
+/// An http_sd endpoint answering whatever `answer` holds: (status, content type, body).
+type Answer = Arc<Mutex<(u16, &'static str, String)>>;
+
+fn endpoint(rt: &tokio::runtime::Runtime) -> (std::net::SocketAddr, Answer) {
+    let answer: Answer = Arc::new(Mutex::new((200, "application/json", "[]".to_string())));
+    let shared = answer.clone();
+    let addr = rt.block_on(serve(None, Version::Http1, move |_| {
+        let (status, content_type, body) = shared.lock().unwrap().clone();
+        Response::builder()
+            .status(status)
+            .header("content-type", content_type)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    }));
+    (addr, answer)
+}
+
+#[test]
+fn an_http_sd_source_that_fails_keeps_its_last_good_list() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (addr, answer) = endpoint(&rt);
+    let (l1, p1) = tcp_listener();
+    serve_forever(l1);
+    let (l2, p2) = tcp_listener();
+    serve_forever(l2);
+    let set =
+        |status: u16, body: String| *answer.lock().unwrap() = (status, "application/json", body);
+    set(200, format!(r#"[{{"targets": ["127.0.0.1:{p1}"]}}]"#));
+    let config = format!(
+        "defaults: {{ interval: 300ms, timeout: 200ms }}\ndiscovery:\n  - http: http://{addr}/sd\n    refresh: 1s\n    timeout: 500ms\n    services: [{{ type: tcp }}]\n"
+    );
+    let n = Netmon::start(&config, &[]);
+    let url = format!("http://{addr}/sd");
+    let source = [("source", url.as_str())];
+    up(&n, p1);
+    n.wait_metric("netmon_discovery_targets", &source, WAIT, |v| v == 1.0);
+
+    set(
+        200,
+        format!(r#"[{{"targets": ["127.0.0.1:{p1}", "127.0.0.1:{p2}"]}}]"#),
+    );
+    up(&n, p2);
+    n.wait_metric("netmon_discovery_targets", &source, WAIT, |v| v == 2.0);
+
+    // A 500, then invalid JSON, then the wrong content type: each counted, the list kept.
+    set(500, "down for maintenance".into());
+    n.wait_metric("netmon_discovery_failures_total", &source, WAIT, |v| {
+        v >= 1.0
+    });
+    let failed = metric(&n.scrape(), "netmon_discovery_failures_total", &source).unwrap();
+    set(200, r#"[{"targets": [1]}]"#.into());
+    n.wait_metric("netmon_discovery_failures_total", &source, WAIT, |v| {
+        v > failed
+    });
+    let failed = metric(&n.scrape(), "netmon_discovery_failures_total", &source).unwrap();
+    *answer.lock().unwrap() = (200, "text/html", "[]".into());
+    n.wait_metric("netmon_discovery_failures_total", &source, WAIT, |v| {
+        v > failed
+    });
+    let text = n.scrape();
+    assert_eq!(
+        metric(&text, "netmon_discovery_targets", &source),
+        Some(2.0),
+        "{text}"
+    );
+    up(&n, p1);
+    up(&n, p2);
+    let log = n.log().join("\n");
+    for want in [
+        "the endpoint answered 500 Internal Server Error, not 200 OK",
+        "invalid type: integer `1`, expected a string",
+        "an http_sd endpoint answers `application/json`",
+    ] {
+        assert!(log.contains(want), "{want}\n{log}");
+    }
+
+    // Good again, with one target fewer: its series go.
+    set(200, format!(r#"[{{"targets": ["127.0.0.1:{p2}"]}}]"#));
+    let s1 = format!("tcp:{p1}");
+    wait_gone(&n, "netmon_up", &[("host", "127.0.0.1"), ("service", &s1)]);
+    n.wait_metric("netmon_discovery_targets", &source, WAIT, |v| v == 1.0);
+    drop(rt);
+}
