@@ -76,8 +76,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(match loaded {
                 Ok(c) => {
                     let n = c.services().count();
+                    let discovery = match c.discovery.len() {
+                        0 => String::new(),
+                        d => format!(", {d} discovery source(s)"),
+                    };
                     println!(
-                        "{source}: valid, {} target(s), {} service(s)",
+                        "{source}: valid, {} target(s), {} service(s){discovery}",
                         c.targets.len(),
                         n
                     );

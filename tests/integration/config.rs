@@ -140,7 +140,7 @@ const INVALID: &[(&str, &[&str])] = &[
     (
         "invalid-unknown-top-key.yml",
         &[
-            "1:1: unknown key `target` at the top level (did you mean `targets`?); valid keys: defaults, targets, echo_server, stamp_reflector, global",
+            "1:1: unknown key `target` at the top level (did you mean `targets`?); valid keys: defaults, targets, echo_server, stamp_reflector, global, discovery",
             "1:1: missing `targets:`: list the hosts to monitor, e.g. `targets: {localhost: {services: [ICMP]}}`",
         ],
     ),
@@ -176,6 +176,25 @@ const INVALID: &[(&str, &[&str])] = &[
         &[
             "5:32: `rtt_buckets` applies to icmp, echo and stamp services only (tcp has no RTT histogram): remove it",
             "6:23: `rtt_histogram` applies to icmp, echo and stamp services only (http has no RTT histogram): remove it",
+        ],
+    ),
+    (
+        "invalid-discovery-source.yml",
+        &[
+            "3:9: a discovery source has either `file:` or `http:`, not both: split it into two sources",
+            "6:11: `file: /etc/netmon/targets/*.txt`: file_sd files end in `.json`, `.yml` or `.yaml`, e.g. `/etc/netmon/targets/*.yml`",
+            "8:11: `http`: write the user and password under `basic_auth: {username: ..., password_file: ...}` rather than in the URL, where logs and the `source` label would show them",
+            "12:14: timeout 10s must be below the refresh 10s: lower the timeout or raise `refresh`",
+            "15:5: unknown key `intervall` in a `file:` discovery source (did you mean `interval`?); valid keys: file, name, services, interval, max_targets",
+        ],
+    ),
+    (
+        "invalid-discovery-services.yml",
+        &[
+            "3:16: unknown protocol `HTPP` (did you mean `HTTP`?); valid protocols: http, https, icmp, dns, ntp, tcp, udp, echo",
+            "5:16: `icmp` has no port: write `ICMP` without `:22`",
+            "8:9: discovery source `/srv/a.json` is listed twice: give one of them a distinct `name:`",
+            "11:18: `max_targets` must be a number from 1 to 1000000",
         ],
     ),
     (

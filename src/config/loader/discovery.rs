@@ -134,7 +134,8 @@ impl Loader<'_> {
             return None;
         };
         let template = ServiceTemplate(services.clone());
-        let errors_before = self.errors.len() + self.left_out;
+        let shown_before = self.errors.len();
+        let errors_before = shown_before + self.left_out;
         let stand_in = self.template_target(
             &template,
             STAND_IN,
@@ -143,6 +144,11 @@ impl Loader<'_> {
             defaults,
         );
         if stand_in.is_none() || self.errors.len() + self.left_out > errors_before {
+            // Said of the stand-in, meant of every target the source will give.
+            let stand_in = format!("on `{STAND_IN}`");
+            for e in self.errors.iter_mut().skip(shown_before) {
+                e.message = e.message.replace(&stand_in, "on each discovered target");
+            }
             return None;
         }
         let named = name.is_some();

@@ -275,7 +275,7 @@ impl Loader<'_> {
             .unwrap_or_default();
         let discovers = root.get_node("discovery").is_some();
         if root.get_node("targets").is_none() && !discovers {
-            self.err_at((1, 1), "missing `targets:`: list the hosts to monitor, e.g. `targets: {localhost: {services: [ICMP]}}`, or where to discover them (`discovery:`)");
+            self.err_at((1, 1), "missing `targets:`: list the hosts to monitor, e.g. `targets: {localhost: {services: [ICMP]}}`");
             return None;
         }
         let global_labels = root
