@@ -231,6 +231,57 @@ impl Reloader {
         self.sources.subscribe()
     }
 
+    /// The lists of the sources `config` lists: the sources a new file keeps keep their
+    /// lists, the others lose them.
+    fn lists_for(&self, config: &Config) -> BTreeMap<String, Arc<[TargetGroup]>> {
+        match self.discovered.lock() {
+            Ok(d) => d
+                .lists
+                .iter()
+                .filter(|(name, _)| config.discovery.iter().any(|s| &s.name == *name))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            Err(_) => BTreeMap::new(),
+        }
+    }
+
+    /// Records `config` and `lists` as what runs now, and tells the discovery tasks when the
+    /// sources changed.
+    fn running(&self, config: Config, lists: BTreeMap<String, Arc<[TargetGroup]>>) {
+        self.sources.send_if_modified(|s| {
+            let changed = *s != config.discovery;
+            if changed {
+                s.clone_from(&config.discovery);
+            }
+            changed
+        });
+        if let Ok(mut d) = self.discovered.lock() {
+            d.config = Some(config);
+            d.lists = lists;
+        }
+    }
+
+    /// The static configuration running now (the file's, or the console's edit of it),
+    /// without discovered targets; `None` before [`Reloader::with_config`].
+    pub fn static_config(&self) -> Option<Config> {
+        self.discovered.lock().ok().and_then(|d| d.config.clone())
+    }
+
+    /// Runs `config` as the static configuration, with what its discovery sources gave, all
+    /// or nothing as [`Monitor::apply`] does: the console's edits. Errors are those of the
+    /// check; services that failed to start are in the returned changes, and then nothing
+    /// is recorded as running.
+    pub async fn apply_static(&self, config: &Config) -> Result<Changes, ConfigErrors> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let lists = self.lists_for(config);
+        let effective = Self::compose(config, &lists);
+        let changes = self.monitor.lock().await.apply(&effective).await?;
+        if changes.failed.is_empty() {
+            self.running(config.clone(), lists);
+        }
+        Ok(changes)
+    }
+
     /// Refuses every later discovered list, waiting for one being applied: called on
     /// shutdown before the services stop, so no list starts them again.
     pub async fn close_discovery(&self) {
@@ -407,16 +458,7 @@ impl Reloader {
                 }));
             }
         };
-        // The sources the new file lists keep their lists; the others lose them.
-        let lists: BTreeMap<String, Arc<[TargetGroup]>> = match self.discovered.lock() {
-            Ok(d) => d
-                .lists
-                .iter()
-                .filter(|(name, _)| config.discovery.iter().any(|s| &s.name == *name))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            Err(_) => BTreeMap::new(),
-        };
+        let lists = self.lists_for(&config);
         let effective = Self::compose(&config, &lists);
         // One reload at a time: the monitor's lock is held from the check to the apply.
         let mut monitor = self.monitor.lock().await;
@@ -445,17 +487,7 @@ impl Reloader {
         // Only once nothing can refuse the reload any more: a refused one changes nothing.
         crate::base::resolve::configure(&config.defaults.resolver.clone().unwrap_or_default());
         let changes = monitor.apply_checked(&effective).await;
-        self.sources.send_if_modified(|s| {
-            let changed = *s != config.discovery;
-            if changed {
-                s.clone_from(&config.discovery);
-            }
-            changed
-        });
-        if let Ok(mut d) = self.discovered.lock() {
-            d.config = Some(config);
-            d.lists = lists;
-        }
+        self.running(config, lists);
         if !changes.failed.is_empty() {
             self.metrics.reloaded(false);
             let e = ReloadError::Partial(changes);
@@ -522,5 +554,94 @@ impl Reloader {
     /// Where the config comes from.
     pub fn source(&self) -> &Source {
         &self.source
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::sd::{Format, parse};
+
+    fn file(dir: &std::path::Path, text: &str) -> Source {
+        let path = dir.join("netmon.yml");
+        std::fs::write(&path, text).unwrap();
+        Source::File(path)
+    }
+
+    async fn hosts(r: &Reloader) -> Vec<String> {
+        let mut h: Vec<String> = r
+            .monitor()
+            .lock()
+            .await
+            .services()
+            .map(|s| format!("{} {}", s.host, s.name))
+            .collect();
+        h.sort();
+        h
+    }
+
+    const WITH_SOURCE: &str = "defaults: { interval: 1h }\ntargets: { 127.0.0.1: { services: [\"TCP:9\"] } }\ndiscovery: [{ file: /nonexistent/*.json, name: files, services: [\"TCP:9\"] }]\n";
+
+    #[tokio::test]
+    async fn discovered_lists_survive_reloads_and_console_edits_until_their_source_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = file(dir.path(), WITH_SOURCE);
+        let config = source.load().unwrap();
+        let mut monitor = Monitor::new(Arc::new(Metrics::new()), 4);
+        assert!(monitor.apply(&config).await.unwrap().failed.is_empty());
+        let r = Reloader::new(source, monitor).with_config(config.clone());
+        let groups = |text: &str| parse(text, Format::Json, 10).unwrap();
+
+        let found = r.discovered(
+            "files",
+            groups(r#"[{"targets": ["127.0.0.2", "127.0.0.1"]}]"#),
+        );
+        // 127.0.0.1's tcp:9 is the file's; 127.0.0.2 is the source's.
+        assert_eq!(found.await.unwrap(), 2);
+        assert_eq!(hosts(&r).await, ["127.0.0.1 tcp:9", "127.0.0.2 tcp:9"]);
+
+        // An invalid list is refused whole; the last good one stays.
+        let bad = r
+            .discovered(
+                "files",
+                groups(r#"[{"targets": ["127.0.0.3", "bad host"]}]"#),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(bad, DiscoveryError::Invalid(_)), "{bad}");
+        assert!(
+            bad.to_string().contains("`bad host` is not a host name"),
+            "{bad}"
+        );
+        assert_eq!(hosts(&r).await, ["127.0.0.1 tcp:9", "127.0.0.2 tcp:9"]);
+
+        // A console edit of the static part keeps the discovered targets.
+        let mut edited = config.clone();
+        edited.targets[0].host = "127.0.0.4".into();
+        edited.targets[0].services[0].host = "127.0.0.4".into();
+        assert!(r.apply_static(&edited).await.unwrap().failed.is_empty());
+        assert_eq!(
+            hosts(&r).await,
+            ["127.0.0.1 tcp:9", "127.0.0.2 tcp:9", "127.0.0.4 tcp:9"]
+        );
+        assert_eq!(r.static_config(), Some(edited));
+
+        // So does a reload of the file.
+        r.reload().await.unwrap();
+        assert_eq!(hosts(&r).await, ["127.0.0.1 tcp:9", "127.0.0.2 tcp:9"]);
+
+        // A reload without the source drops its targets, and later lists are refused.
+        let mut sources = r.discovery_sources();
+        file(
+            dir.path(),
+            "targets: { 127.0.0.1: { services: [\"TCP:9\"] } }\n",
+        );
+        r.reload().await.unwrap();
+        assert_eq!(hosts(&r).await, ["127.0.0.1 tcp:9"]);
+        assert!(sources.has_changed().unwrap());
+        assert!(sources.borrow_and_update().is_empty());
+        let gone = r.discovered("files", groups(r#"[{"targets": ["127.0.0.2"]}]"#));
+        assert!(matches!(gone.await, Err(DiscoveryError::Gone(_))));
+        r.monitor().lock().await.stop_all().await;
     }
 }

@@ -163,30 +163,18 @@ impl Session {
         Ok(t)
     }
 
-    /// Re-reads the source when the monitor no longer runs the session's config (a
+    /// Takes the running static configuration when it is no longer the session's (a
     /// `POST /-/reload` or SIGHUP replaced it), so an edit starts from what runs.
     async fn sync(&mut self) -> Option<String> {
-        let running = sorted(
-            self.reloader
-                .monitor()
-                .lock()
-                .await
-                .services()
-                .cloned()
-                .collect(),
-        );
-        if running == sorted(self.config.services().cloned().collect()) {
+        let running = self.reloader.static_config()?;
+        if running == self.config {
             return None;
         }
-        let fresh = self.reloader.source().load().ok()?;
-        if sorted(fresh.services().cloned().collect()) == running {
-            self.config = fresh;
-            return Some(format!(
-                "note: the configuration was reloaded from {}; continuing from it",
-                self.reloader.source()
-            ));
-        }
-        None
+        self.config = running;
+        Some(format!(
+            "note: the configuration was reloaded from {}; continuing from it",
+            self.reloader.source()
+        ))
     }
 
     /// Validates `new` as `config check` would and runs it.
@@ -198,12 +186,12 @@ impl Session {
             let text = config::to_yaml(&new).map_err(|e| e.to_string())?;
             config::load_as(&text, "<console>", Dialect::Console).map_err(|e| messages(&e))?
         };
-        let mut monitor = self.reloader.monitor().lock().await;
-        let changes = match monitor.apply(&validated).await {
+        // Through the reloader, so what discovery sources gave keeps running beside it.
+        let changes = match self.reloader.apply_static(&validated).await {
             Ok(c) if c.failed.is_empty() => c,
             Ok(c) => {
                 // Started in part only because the machine changed since the check: go back.
-                let _ = monitor.apply(&self.config).await;
+                let _ = self.reloader.apply_static(&self.config).await;
                 return Err(format!(
                     "could not start, nothing changed: {}",
                     joined(&c.failed)
@@ -527,11 +515,6 @@ fn with_note(note: Option<String>, text: String) -> String {
         Some(n) => format!("{n}\n{text}"),
         None => text,
     }
-}
-
-fn sorted(mut services: Vec<Service>) -> Vec<Service> {
-    services.sort_by(|a, b| (&a.host, &a.name).cmp(&(&b.host, &b.name)));
-    services
 }
 
 /// Config errors on one line, without positions in text the user never saw.
