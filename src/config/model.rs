@@ -75,7 +75,7 @@ pub enum DiscoveryKind {
         interval: Duration,
     },
     /// `http:`: a Prometheus http_sd endpoint, polled.
-    Http(HttpSource),
+    Http(Box<HttpSource>),
 }
 
 /// An `http:` source: the endpoint and how to ask it, with the option names of Prometheus'

@@ -8,7 +8,7 @@
 //! `netmon_discovery_failures_total{source}`. A reload that adds, changes or removes a source
 //! starts, restarts or stops its task.
 //!
-//! - [`file`]: file_sd files, found by their patterns and read again when they change;
+//! - [`file`](mod@file): file_sd files, found by their patterns and read again when they change;
 //! - [`http`]: an http_sd endpoint, asked with reqwest.
 
 pub mod file;
@@ -119,7 +119,7 @@ async fn sync(
 /// How a source is read.
 enum Reader {
     File(file::Files),
-    Http(http::Endpoint),
+    Http(Box<http::Endpoint>),
 }
 
 impl Reader {
@@ -141,7 +141,7 @@ async fn watch(reloader: Arc<Reloader>, source: Discovery, stop: CancellationTok
             interval.0,
         ),
         DiscoveryKind::Http(h) => match http::Endpoint::new(h, source.max_targets) {
-            Ok(e) => (Reader::Http(e), h.refresh.0),
+            Ok(e) => (Reader::Http(Box::new(e)), h.refresh.0),
             Err(e) => {
                 // Only a machine without usable TLS gets here: the config was checked.
                 metrics.failed(&name);

@@ -100,7 +100,7 @@ impl Loader<'_> {
             }
             (None, Some(url)) => {
                 self.unknown_keys(map, &HTTP_KEYS, "in an `http:` discovery source");
-                DiscoveryKind::Http(self.http_source(map, url)?)
+                DiscoveryKind::Http(Box::new(self.http_source(map, url)?))
             }
         };
         let name = match map.get_node("name") {
