@@ -274,3 +274,141 @@ fn an_http_sd_source_that_fails_keeps_its_last_good_list() {
     n.wait_metric("netmon_discovery_targets", &source, WAIT, |v| v == 1.0);
     drop(rt);
 }
+
+/// What a set of targets looks like from one side: each `host:port` with its labels.
+type Seen = std::collections::BTreeSet<(String, Vec<(String, String)>)>;
+
+/// The targets netmon probes, from its `netmon_up` series of `tcp` services.
+fn netmon_seen(n: &Netmon) -> Seen {
+    let text = n.scrape();
+    let mut seen = Seen::new();
+    for line in text.lines().filter(|l| l.starts_with("netmon_up{")) {
+        let Some((_, labels, _)) = testkit::exposition::parse_line(line) else {
+            continue;
+        };
+        let get = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let (Some(host), Some(service)) = (get("host"), get("service")) else {
+            continue;
+        };
+        let Some(port) = service.strip_prefix("tcp:") else {
+            continue;
+        };
+        let addr = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let rest: Vec<(String, String)> = labels
+            .iter()
+            .filter(|(k, _)| !["host", "protocol", "service"].contains(&k.as_str()))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        seen.insert((addr, rest));
+    }
+    seen
+}
+
+/// The targets a Prometheus scrapes in job `sd`, from its targets API.
+fn prometheus_seen(addr: &str) -> Seen {
+    let (_, body) = testkit::exposition::http(addr, "GET", "/api/v1/targets?state=active");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let mut seen = Seen::new();
+    for t in v["data"]["activeTargets"].as_array().into_iter().flatten() {
+        let labels = t["labels"].as_object().cloned().unwrap_or_default();
+        let Some(instance) = labels.get("instance").and_then(|i| i.as_str()) else {
+            continue;
+        };
+        let mut rest: Vec<(String, String)> = labels
+            .iter()
+            .filter(|(k, _)| k.as_str() != "instance" && k.as_str() != "job")
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+            .collect();
+        rest.sort();
+        seen.insert((instance.to_string(), rest));
+    }
+    seen
+}
+
+#[test]
+fn netmon_reads_a_file_sd_file_as_prometheus_does() {
+    const TEST: &str = "discovery::netmon_reads_a_file_sd_file_as_prometheus_does";
+    let Some([prometheus]) = testkit::process::programs(
+        "NETMON_REQUIRE_PROMETHEUS",
+        TEST,
+        "apt-get install prometheus",
+        ["prometheus"],
+    ) else {
+        return;
+    };
+    let ports: Vec<u16> = (0..5).map(|_| testkit::net::closed_port()).collect();
+    let sd = tempfile::tempdir().unwrap();
+    let file = sd.path().join("targets.yml");
+    let first = format!(
+        "# what an inventory writes\n\
+         - targets: ['127.0.0.1:{0}', 'localhost:{1}']\n  labels: {{ env: prod, team: db ops, __meta_dc: fra }}\n\
+         - targets: ['[::1]:{2}']\n  labels: {{ env: dev, rack: \"12\" }}\n\
+         - targets: ['127.0.0.2:{3}']\n",
+        ports[0], ports[1], ports[2], ports[3]
+    );
+    replace(&file, &first);
+
+    let dir = tempfile::tempdir().unwrap();
+    let prom_port = testkit::net::closed_port();
+    let prom_config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &prom_config,
+        format!(
+            "global: {{ scrape_interval: 1m }}\nscrape_configs:\n  - job_name: sd\n    file_sd_configs:\n      - files: ['{}']\n        refresh_interval: 1s\n",
+            file.display()
+        ),
+    )
+    .unwrap();
+    let mut command = std::process::Command::new(prometheus);
+    command
+        .arg(format!("--config.file={}", prom_config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"));
+    let mut prom = testkit::process::Daemon::start(
+        "prometheus",
+        command,
+        &dir.path().join("prometheus.log"),
+        &[prom_port],
+    );
+    let prom_addr = format!("127.0.0.1:{prom_port}");
+
+    let n = Netmon::start(
+        &format!(
+            "defaults: {{ interval: 1s, timeout: 500ms }}\ndiscovery:\n  - file: {}\n    interval: 1s\n    services: [{{ type: tcp }}]\n",
+            file.display()
+        ),
+        &[],
+    );
+    // Both sides agree, on the first file and after it changed.
+    let changed = format!(
+        "- targets: ['127.0.0.1:{0}']\n  labels: {{ env: prod, team: db ops }}\n\
+         - targets: ['[::1]:{1}', '127.0.0.3:{2}']\n  labels: {{ env: canary }}\n",
+        ports[0], ports[2], ports[4]
+    );
+    for (step, want) in [(0, 4), (1, 3)] {
+        if step == 1 {
+            replace(&file, &changed);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (ours, theirs) = (netmon_seen(&n), prometheus_seen(&prom_addr));
+            if ours.len() == want && ours == theirs {
+                break;
+            }
+            prom.assert_running();
+            assert!(
+                Instant::now() < deadline,
+                "step {step}: netmon and Prometheus disagree:\nnetmon:     {ours:?}\nprometheus: {theirs:?}\n{}",
+                prom.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
