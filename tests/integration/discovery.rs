@@ -412,3 +412,72 @@ fn netmon_reads_a_file_sd_file_as_prometheus_does() {
         }
     }
 }
+
+#[test]
+fn hostile_sources_are_refused_within_their_bounds() {
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // An answer that never ends, and one that never comes.
+    let endless = rt.block_on(testkit::http::serve_async(None, Version::Http1, |req| {
+        Box::pin(async move {
+            if req.uri().path() == "/slow" {
+                tokio::time::sleep(Duration::from_secs(600)).await;
+            }
+            static CHUNK: [u8; 65536] = [b' '; 65536];
+            let frames = futures_util::stream::repeat_with(|| {
+                Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(&CHUNK)))
+            });
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(BodyExt::boxed(StreamBody::new(frames)))
+                .unwrap()
+        })
+    }));
+    // A million targets in 9 MB: under the size limit, far over the target cap.
+    let sd = tempfile::tempdir().unwrap();
+    let mut text = String::with_capacity(10 << 20);
+    text.push_str(r#"[{"targets": ["#);
+    for i in 0..1_000_000 {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(&format!("\"h{i}\""));
+    }
+    text.push_str("]}]");
+    replace(&sd.path().join("million.json"), &text);
+    let config = format!(
+        "discovery:\n  - file: {dir}/*.json\n    name: million\n    interval: 1s\n    services: [\"TCP:9\"]\n  - http: http://{endless}/endless\n    name: endless\n    refresh: 5s\n    timeout: 4s\n    services: [\"TCP:9\"]\n  - http: http://{endless}/slow\n    name: slow\n    refresh: 1s\n    timeout: 500ms\n    services: [\"TCP:9\"]\n",
+        dir = sd.path().display()
+    );
+    let mut n = Netmon::start(&config, &[]);
+    for name in ["million", "endless", "slow"] {
+        n.wait_metric(
+            "netmon_discovery_failures_total",
+            &[("source", name)],
+            WAIT,
+            |v| v >= 1.0,
+        );
+        assert_eq!(
+            metric(&n.scrape(), "netmon_discovery_targets", &[("source", name)]),
+            Some(0.0)
+        );
+    }
+    let log = n.log().join("\n");
+    for want in [
+        "million.json: more than 10000 targets: raise the source's `max_targets` or split it into several sources",
+        "the answer is larger than 16777216 bytes, the most an http_sd answer may be",
+        "GET http://",
+    ] {
+        assert!(log.contains(want), "{want}\n{log}");
+    }
+    let rss = n.rss_bytes();
+    println!(
+        "netmon RSS after refusing the hostile sources: {} MiB",
+        rss >> 20
+    );
+    assert!(rss < 256 << 20, "netmon holds {} MiB", rss >> 20);
+    n.assert_alive_without_panic();
+    drop(rt);
+}
