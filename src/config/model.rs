@@ -160,36 +160,56 @@ impl fmt::Debug for Authorization {
 pub struct ServiceTemplate(pub(crate) marked_yaml::Node);
 
 impl ServiceTemplate {
-    /// The list as plain YAML, for `save`.
-    pub fn to_value(&self) -> serde_yaml::Value {
-        fn plain(node: &marked_yaml::Node) -> serde_yaml::Value {
-            match node {
-                // A plain scalar written as `22` or `true` must stay plain: quoted, the
-                // probe's options would refuse it as a string.
-                marked_yaml::Node::Scalar(s) if s.may_coerce() => {
-                    let text = s.as_str();
-                    if let Ok(n) = text.parse::<i64>() {
-                        n.into()
-                    } else if let Ok(b) = text.parse::<bool>() {
-                        b.into()
-                    } else if let Ok(f) = text.parse::<f64>() {
-                        f.into()
-                    } else {
-                        text.into()
-                    }
-                }
-                marked_yaml::Node::Scalar(s) => s.as_str().into(),
-                marked_yaml::Node::Sequence(seq) => {
-                    serde_yaml::Value::Sequence(seq.iter().map(plain).collect())
-                }
-                marked_yaml::Node::Mapping(map) => serde_yaml::Value::Mapping(
-                    map.iter()
-                        .map(|(k, v)| (k.as_str().into(), plain(v)))
-                        .collect(),
-                ),
+    /// The list in YAML's flow style (`[ICMP, {type: tcp, port: 22}]`), for `save`: each
+    /// scalar as it was written, plain if it was plain (so `port: 007` stays a number the
+    /// probe reads, and `send: 007` stays the text `007`), else double-quoted.
+    pub fn to_flow(&self) -> String {
+        fn scalar(out: &mut String, s: &marked_yaml::types::MarkedScalarNode) {
+            let text = s.as_str();
+            // Plain only what reads back as the same plain scalar anywhere in a flow
+            // collection: no indicator, separator, comment or surrounding space.
+            let safe = !text.is_empty()
+                && !text.starts_with(|c: char| "-?:,[]{}#&*!|>'\"%@`".contains(c) || c == ' ')
+                && !text.ends_with([' ', ':'])
+                && !text.contains(|c: char| ",[]{}#".contains(c) || c.is_control())
+                && !text.contains(": ");
+            if s.may_coerce() && (safe || text.is_empty()) {
+                // An empty plain scalar is YAML's null: written as nothing, it stays one.
+                out.push_str(text);
+            } else {
+                out.push_str(&serde_json::Value::from(text).to_string());
             }
         }
-        plain(&self.0)
+        fn node(out: &mut String, n: &marked_yaml::Node) {
+            match n {
+                marked_yaml::Node::Scalar(s) => scalar(out, s),
+                marked_yaml::Node::Sequence(seq) => {
+                    out.push('[');
+                    for (i, item) in seq.iter().enumerate() {
+                        if i > 0 {
+                            out.push_str(", ");
+                        }
+                        node(out, item);
+                    }
+                    out.push(']');
+                }
+                marked_yaml::Node::Mapping(map) => {
+                    out.push('{');
+                    for (i, (k, v)) in map.iter().enumerate() {
+                        if i > 0 {
+                            out.push_str(", ");
+                        }
+                        scalar(out, k);
+                        out.push_str(": ");
+                        node(out, v);
+                    }
+                    out.push('}');
+                }
+            }
+        }
+        let mut out = String::new();
+        node(&mut out, &self.0);
+        out
     }
 }
 

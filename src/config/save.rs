@@ -65,12 +65,17 @@ pub fn to_yaml(config: &Config) -> Result<String, SaveError> {
     if !targets.is_empty() || config.discovery.is_empty() {
         root.insert("targets".into(), Value::Mapping(targets));
     }
+    // A source's `services:` is written as it was (see `ServiceTemplate::to_flow`), which
+    // serde_yaml cannot do: each gets a placeholder, replaced in the text.
+    let nonce: u64 = rand::random();
+    let mut templates = Vec::new();
     if !config.discovery.is_empty() {
-        let sources = config
-            .discovery
-            .iter()
-            .map(discovery)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut sources = Vec::new();
+        for (i, d) in config.discovery.iter().enumerate() {
+            let token = format!("netmon-template-{nonce:016x}-{i}");
+            sources.push(discovery(d, &token)?);
+            templates.push((token, d.services.to_flow()));
+        }
         root.insert("discovery".into(), Value::Sequence(sources));
     }
     if let Some(echo) = &config.echo_server {
@@ -79,10 +84,14 @@ pub fn to_yaml(config: &Config) -> Result<String, SaveError> {
     if let Some(stamp) = &config.stamp_reflector {
         root.insert("stamp_reflector".into(), serde_yaml::to_value(stamp)?);
     }
-    Ok(serde_yaml::to_string(&Value::Mapping(root))?)
+    let mut text = serde_yaml::to_string(&Value::Mapping(root))?;
+    for (token, flow) in templates {
+        text = text.replacen(&token, &flow, 1);
+    }
+    Ok(text)
 }
 
-fn discovery(d: &Discovery) -> Result<Value, SaveError> {
+fn discovery(d: &Discovery, services: &str) -> Result<Value, SaveError> {
     let mut m = Mapping::new();
     match &d.kind {
         DiscoveryKind::File { patterns, interval } => {
@@ -114,7 +123,7 @@ fn discovery(d: &Discovery) -> Result<Value, SaveError> {
     if d.max_targets != DEFAULT_MAX_TARGETS {
         m.insert("max_targets".into(), (d.max_targets as u64).into());
     }
-    m.insert("services".into(), d.services.to_value());
+    m.insert("services".into(), services.into());
     Ok(Value::Mapping(m))
 }
 
@@ -281,7 +290,7 @@ discovery:
     max_targets: 50
     authorization: { credentials_file: /run/token }
     tls_config: { insecure_skip_verify: true }
-    services: [{ type: tcp, port: 22, name: ssh }, { type: icmp, rtt_histogram: false }, { type: http, path: /health }]
+    services: [{ type: tcp, port: 022, name: ssh, send: 007 }, { type: icmp, rtt_histogram: false }, { type: http, path: /health, headers: { "X-A": "a: b # c, d", Empty: "" } }]
 "#,
             "netmon.yml",
         )
@@ -289,6 +298,8 @@ discovery:
         assert_eq!(c.discovery.len(), 2);
         let text = to_yaml(&c).unwrap();
         assert_eq!(load(&text, "saved.yml").unwrap(), c, "{text}");
+        // Written as written: a leading zero is kept where it is a number and where it is text.
+        assert!(text.contains("port: 022, name: ssh, send: 007"), "{text}");
         // A config that only discovers needs no `targets:`.
         let only = load(
             "discovery: [{ file: /srv/*.json, services: [ICMP] }]
@@ -299,6 +310,18 @@ discovery:
         let text = to_yaml(&only).unwrap();
         assert!(!text.contains("targets"), "{text}");
         assert_eq!(load(&text, "saved.yml").unwrap(), only, "{text}");
+    }
+
+    #[test]
+    fn discovery_templates_keep_the_fuzz_round_trip() {
+        for text in [
+            "discovery: [{file: /a.json, services: [ICMP, 'TCP:22', UDP, {type: udp, port: +53, send: ~}]}]",
+            "discovery:\n  - file: /a.json\n    services:\n      - type: tcp\n        send: \"\\t[x], {y}: #z\"\n        port: 1_0\n",
+            "discovery: [{file: /a.json, services: [{type: http, headers: {'': x, 'a b': 'c'}, path: \"/p?q=1&r=[2]\"}]}]",
+            "discovery: [{http: 'http://[::1]:8500/sd?x=1', services: [{type: icmp, count: 0x3}]}]",
+        ] {
+            crate::fuzzing::config_load(text.as_bytes());
+        }
     }
 
     #[test]
