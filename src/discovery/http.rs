@@ -92,6 +92,9 @@ impl Endpoint {
             .timeout(source.timeout.0)
             .connect_timeout(source.timeout.0)
             .user_agent(concat!("netmon/", env!("CARGO_PKG_VERSION")))
+            // As Prometheus does without `proxy_url`: `HTTP_PROXY` in netmon's environment
+            // does not reroute the inventory's address.
+            .no_proxy()
             .build()
             .map_err(|e| HttpError::Client(chain(&e)))?;
         Ok(Endpoint {
