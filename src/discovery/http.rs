@@ -361,6 +361,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn https_endpoints_are_checked_against_ca_file_or_not_at_all() {
+        use crate::probe::http::options::CaFile;
+        use testkit::pki::{Ca, Leaf};
+        let ca = Ca::new("inventory CA");
+        let leaf = Leaf::new(&["localhost", "127.0.0.1"]).signed_by(&ca);
+        let tls = Some(leaf.server_config_with_alpn(&[b"h2", b"http/1.1"]));
+        let addr = serve_async(tls, Version::Auto, |_| {
+            Box::pin(async { json(200, r#"[{"targets": ["a"]}]"#) })
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let ca_path = ca.write(dir.path(), "ca.pem");
+        let mut s = source(addr, "/sd");
+        s.url = format!("https://localhost:{}/sd", addr.port()).parse().unwrap();
+        // The system trust store does not know the test CA.
+        let e = read(&s, 10).await.unwrap_err();
+        assert!(matches!(e, HttpError::Request { .. }), "{e}");
+        assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+        s.tls.ca_file = Some(CaFile::load(&ca_path.display().to_string()).unwrap());
+        assert_eq!(read(&s, 10).await.unwrap()[0].targets, ["a"]);
+        s.tls.ca_file = None;
+        s.tls.insecure_skip_verify = true;
+        assert_eq!(read(&s, 10).await.unwrap()[0].targets, ["a"]);
+    }
+
+    #[tokio::test]
     async fn credentials_are_sent_and_files_read_at_each_request() {
         let addr = endpoint().await;
         let dir = tempfile::tempdir().unwrap();
