@@ -54,7 +54,11 @@ pub enum DiscoveryError {
     #[error("the running configuration has no discovery source `{0}`")]
     Gone(String),
     /// A target of the list is invalid.
-    #[error("{0}\nthe source's last good list stays")]
+    #[error(
+        "{} invalid target(s) in the list:\n  {}\nthe source's last good list stays",
+        .0.0.len(),
+        .0.0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  ")
+    )]
     Invalid(ConfigErrors),
     /// A service of the list cannot run (e.g. its probe cannot be built).
     #[error("{0}\nnothing changed: the source's last good list stays")]

@@ -374,7 +374,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ca_path = ca.write(dir.path(), "ca.pem");
         let mut s = source(addr, "/sd");
-        s.url = format!("https://localhost:{}/sd", addr.port()).parse().unwrap();
+        s.url = format!("https://localhost:{}/sd", addr.port())
+            .parse()
+            .unwrap();
         // The system trust store does not know the test CA.
         let e = read(&s, 10).await.unwrap_err();
         assert!(matches!(e, HttpError::Request { .. }), "{e}");

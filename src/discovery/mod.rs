@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::model::{Discovery, DiscoveryKind};
 use crate::config::sd::TargetGroup;
@@ -152,31 +152,46 @@ async fn watch(reloader: Arc<Reloader>, source: Discovery, stop: CancellationTok
     };
     // The list applied last, and how many targets it had.
     let mut applied: Option<(Vec<TargetGroup>, usize)> = None;
+    // The last failure's message: the same failure again is counted but logged once, so a
+    // broken file does not log every few seconds; the recovery is logged too.
+    let mut failing: Option<String> = None;
     loop {
         let read = tokio::select! {
             r = reader.read() => r,
             _ = stop.cancelled() => return,
         };
-        match read {
+        let outcome = match read {
             Ok(groups) => match &applied {
-                Some((last, count)) if *last == groups => {
-                    metrics.succeeded(&name, *count, crate::metrics::unix_now());
-                }
+                Some((last, count)) if *last == groups => Ok(*count),
                 _ => match reloader.discovered(&name, groups.clone()).await {
                     Ok(count) => {
-                        metrics.succeeded(&name, count, crate::metrics::unix_now());
                         applied = Some((groups, count));
+                        Ok(count)
                     }
                     Err(crate::reload::DiscoveryError::Gone(_)) => return,
-                    Err(e) => {
-                        metrics.failed(&name);
-                        warn!(source = %name, error = %e, "discovered list refused");
-                    }
+                    Err(e) => Err(("discovered list refused", e.to_string())),
                 },
             },
-            Err(e) => {
+            Err(e) => Err((
+                "discovery source read failed: its last good list stays",
+                e.to_string(),
+            )),
+        };
+        match outcome {
+            Ok(count) => {
+                metrics.succeeded(&name, count, crate::metrics::unix_now());
+                if failing.take().is_some() {
+                    info!(source = %name, targets = count, "discovery source read again");
+                }
+            }
+            Err((what, error)) => {
                 metrics.failed(&name);
-                warn!(source = %name, error = %e, "discovery source read failed: its last good list stays");
+                if failing.as_ref() == Some(&error) {
+                    debug!(source = %name, %error, "{what} (again)");
+                } else {
+                    warn!(source = %name, %error, "{what}");
+                    failing = Some(error);
+                }
             }
         }
         tokio::select! {
