@@ -481,3 +481,50 @@ fn hostile_sources_are_refused_within_their_bounds() {
     n.assert_alive_without_panic();
     drop(rt);
 }
+
+#[test]
+fn shards_split_discovered_services_between_them() {
+    let sd = tempfile::tempdir().unwrap();
+    let file = sd.path().join("targets.json");
+    let targets: Vec<String> = (1..=30).map(|i| format!("\"127.0.1.{i}:9\"")).collect();
+    replace(
+        &file,
+        &format!(r#"[{{"targets": [{}]}}]"#, targets.join(",")),
+    );
+    let config = format!(
+        "defaults: {{ interval: 10m }}\ndiscovery:\n  - file: {}\n    services: [\"TCP:9\", {{ type: tcp, port: 10 }}]\n",
+        file.display()
+    );
+    let shards: Vec<Netmon> = (0..2)
+        .map(|i| {
+            let index = i.to_string();
+            Netmon::start(&config, &["--shard.index", &index, "--shard.count", "2"])
+        })
+        .collect();
+    let mut owned = Vec::new();
+    for n in &shards {
+        n.wait_metric("netmon_discovery_targets", &[], WAIT, |v| v == 30.0);
+        let count = n.wait_metric("netmon_shard_services", &[], WAIT, |v| v > 0.0);
+        let text = n.scrape();
+        let mine: std::collections::BTreeSet<String> = text
+            .lines()
+            .filter(|l| l.starts_with("netmon_up{"))
+            .filter_map(testkit::exposition::parse_line)
+            .map(|(_, labels, _)| {
+                let get = |k: &str| {
+                    labels
+                        .iter()
+                        .find(|(n, _)| n == k)
+                        .map(|(_, v)| v.to_string())
+                        .unwrap_or_default()
+                };
+                format!("{} {}", get("host"), get("service"))
+            })
+            .collect();
+        assert_eq!(mine.len() as f64, count, "{text}");
+        owned.push(mine);
+    }
+    // Every one of the 60 discovered services is probed by exactly one of the two shards.
+    assert!(owned[0].is_disjoint(&owned[1]));
+    assert_eq!(owned[0].len() + owned[1].len(), 60);
+}
