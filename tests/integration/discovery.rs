@@ -188,6 +188,14 @@ fn a_file_sd_file_adds_and_removes_targets_as_it_changes() {
     let s2 = format!("tcp:{p2}");
     wait_gone(&n, "netmon_up", &[("host", "127.0.0.1"), ("service", &s2)]);
     wait_gone(&n, "netmon_discovery_targets", &source);
+
+    // And one that adds it again starts it: the file (mended meanwhile) is read anew.
+    replace(&file, &format!(r#"[{{"targets": ["127.0.0.1:{p2}"]}}]"#));
+    n.write_config(&config);
+    let (status, body) = n.post("/-/reload");
+    assert_eq!(status, 200, "{body}");
+    up(&n, p2);
+    n.wait_metric("netmon_discovery_targets", &source, WAIT, |v| v == 1.0);
     n.assert_alive_without_panic();
 }
 
