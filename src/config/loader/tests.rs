@@ -539,6 +539,20 @@ discovery:
     }
 
     #[test]
+    fn service_options_apply_to_discovered_targets_as_to_static_ones() {
+        let config = load(
+            "discovery: [{file: /srv/a.json, services: [{type: tcp, ip: all, max_addresses: 2}]}]\n",
+            "t.yml",
+        )
+        .unwrap();
+        let groups = parse(r#"[{"targets": ["localhost:22"]}]"#, Format::Json, 10).unwrap();
+        let t = discovered(&config, &config.discovery[0], &groups).unwrap();
+        let s = &t[0].services[0];
+        assert_eq!((s.name.as_str(), s.options.port()), ("tcp:22", Some(22)));
+        assert_eq!(s.addresses.map(|a| a.max), Some(2));
+    }
+
+    #[test]
     fn static_services_win_over_discovered_ones() {
         let config = load(CONFIG, "netmon.yml").unwrap();
         let groups = parse(
