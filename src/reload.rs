@@ -47,6 +47,13 @@ struct Discovered {
     lists: BTreeMap<String, Arc<[TargetGroup]>>,
 }
 
+/// The configuration the monitor is to run, static and discovered, and how many targets the
+/// source whose list is new has in it.
+struct Composed {
+    config: Config,
+    count: usize,
+}
+
 /// Why a discovery source's new list was not applied; the source keeps its last good one.
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
@@ -278,7 +285,7 @@ impl Reloader {
     pub async fn apply_static(&self, config: &Config) -> Result<Changes, ConfigErrors> {
         let _one_at_a_time = self.reloading.lock().await;
         let lists = self.lists_for(config);
-        let effective = Self::compose(config, &lists);
+        let effective = Self::compose(config, &lists, None).await?.config;
         let changes = self.monitor.lock().await.apply(&effective).await?;
         if changes.failed.is_empty() {
             self.running(config.clone(), lists);
@@ -295,33 +302,62 @@ impl Reloader {
         }
     }
 
-    /// `config` with the targets of its sources' lists in `lists` added, for the monitor.
-    /// A list that no longer builds (the reload changed the defaults under it) is left out
-    /// and logged; services shadowed by static ones or by earlier sources are logged.
-    fn compose(config: &Config, lists: &BTreeMap<String, Arc<[TargetGroup]>>) -> Config {
-        let mut found = Vec::new();
-        for source in &config.discovery {
-            let Some(groups) = lists.get(&source.name) else {
-                continue;
-            };
-            match crate::config::loader::discovered(config, source, groups) {
-                Ok(targets) => found.push((source.name.as_str(), targets)),
-                Err(e) => {
-                    error!(source = %source.name, error = %e, "discovered targets left out: they do not fit the configuration");
+    /// `config` with the targets of its sources' lists in `lists` added, for the monitor,
+    /// built on a blocking thread: thousands of targets take a while to build, and the async
+    /// workers run the probes. `fresh` names a source whose list is new: its errors are
+    /// returned. The list of any other source that no longer builds (a reload changed the
+    /// defaults under it) is left out and logged; services shadowed by static ones or by
+    /// earlier sources are logged.
+    async fn compose(
+        config: &Config,
+        lists: &BTreeMap<String, Arc<[TargetGroup]>>,
+        fresh: Option<&str>,
+    ) -> Result<Composed, ConfigErrors> {
+        let (config, lists, fresh) = (config.clone(), lists.clone(), fresh.map(str::to_string));
+        let built = tokio::task::spawn_blocking(move || {
+            let mut found = Vec::new();
+            let mut count = 0;
+            for source in &config.discovery {
+                let Some(groups) = lists.get(&source.name) else {
+                    continue;
+                };
+                match crate::config::loader::discovered(&config, source, groups) {
+                    Ok(targets) => {
+                        if fresh.as_deref() == Some(source.name.as_str()) {
+                            count = targets.len();
+                        }
+                        found.push((source.name.as_str(), targets));
+                    }
+                    Err(e) if fresh.as_deref() == Some(source.name.as_str()) => return Err(e),
+                    Err(e) => {
+                        error!(source = %source.name, error = %e, "discovered targets left out: they do not fit the configuration");
+                    }
                 }
             }
-        }
-        let (effective, shadowed) = config.with_discovered(found);
-        for s in shadowed {
-            warn!(
-                source = %s.source,
-                host = %s.host,
-                service = %s.service,
-                by = %s.by,
-                "discovered service left out: one of the same host and name runs already"
-            );
-        }
-        effective
+            let (effective, shadowed) = config.with_discovered(found);
+            for s in shadowed {
+                warn!(
+                    source = %s.source,
+                    host = %s.host,
+                    service = %s.service,
+                    by = %s.by,
+                    "discovered service left out: one of the same host and name runs already"
+                );
+            }
+            Ok(Composed {
+                config: effective,
+                count,
+            })
+        })
+        .await;
+        built.unwrap_or_else(|e| {
+            Err(ConfigErrors(vec![crate::config::ConfigError {
+                file: "discovery".into(),
+                line: 0,
+                column: 0,
+                message: format!("the thread building the discovered targets stopped: {e}"),
+            }]))
+        })
     }
 
     /// Applies `groups` as the new list of the discovery source `name`, all or nothing, with
@@ -340,14 +376,16 @@ impl Reloader {
         let Some(config) = config else {
             return Err(DiscoveryError::Gone(name.to_string()));
         };
-        let Some(source) = config.discovery.iter().find(|s| s.name == name) else {
+        if !config.discovery.iter().any(|s| s.name == name) {
             return Err(DiscoveryError::Gone(name.to_string()));
-        };
-        let count = crate::config::loader::discovered(&config, source, &groups)
-            .map_err(DiscoveryError::Invalid)?
-            .len();
+        }
         lists.insert(name.to_string(), groups.into());
-        let effective = Self::compose(&config, &lists);
+        let Composed {
+            config: effective,
+            count,
+        } = Self::compose(&config, &lists, Some(name))
+            .await
+            .map_err(DiscoveryError::Invalid)?;
         let mut monitor = self.monitor.lock().await;
         monitor.check(&effective).map_err(DiscoveryError::Refused)?;
         let changes = monitor.apply_checked(&effective).await;
@@ -463,7 +501,10 @@ impl Reloader {
             }
         };
         let lists = self.lists_for(&config);
-        let effective = Self::compose(&config, &lists);
+        let effective = match Self::compose(&config, &lists, None).await {
+            Ok(c) => c.config,
+            Err(e) => return Err(self.refused(LoadError::Invalid(e))),
+        };
         // One reload at a time: the monitor's lock is held from the check to the apply.
         let mut monitor = self.monitor.lock().await;
         if let Err(e) = monitor.check(&effective) {
