@@ -304,10 +304,11 @@ impl Reloader {
 
     /// `config` with the targets of its sources' lists in `lists` added, for the monitor,
     /// built on a blocking thread: thousands of targets take a while to build, and the async
-    /// workers run the probes. `fresh` names a source whose list is new: its errors are
-    /// returned. The list of any other source that no longer builds (a reload changed the
-    /// defaults under it) is left out and logged; services shadowed by static ones or by
-    /// earlier sources are logged.
+    /// workers run the probes. `fresh` names a source whose list is new, whose target count
+    /// is returned. Any list that does not build is an error, also one read before (a reload
+    /// changed its `services:` or the defaults under it): the change is refused whole rather
+    /// than run without that source's targets. Services shadowed by static ones or by earlier
+    /// sources are logged.
     async fn compose(
         config: &Config,
         lists: &BTreeMap<String, Arc<[TargetGroup]>>,
@@ -328,10 +329,7 @@ impl Reloader {
                         }
                         found.push((source.name.as_str(), targets));
                     }
-                    Err(e) if fresh.as_deref() == Some(source.name.as_str()) => return Err(e),
-                    Err(e) => {
-                        error!(source = %source.name, error = %e, "discovered targets left out: they do not fit the configuration");
-                    }
+                    Err(e) => return Err(e),
                 }
             }
             let (effective, shadowed) = config.with_discovered(found);
@@ -687,6 +685,32 @@ mod tests {
         assert!(sources.borrow_and_update().is_empty());
         let gone = r.discovered("files", groups(r#"[{"targets": ["127.0.0.2"]}]"#));
         assert!(matches!(gone.await, Err(DiscoveryError::Gone(_))));
+        r.monitor().lock().await.stop_all().await;
+    }
+
+    #[tokio::test]
+    async fn a_reload_whose_template_no_longer_fits_a_list_read_before_is_refused_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = file(dir.path(), WITH_SOURCE);
+        let config = source.load().unwrap();
+        let mut monitor = Monitor::new(Arc::new(Metrics::new()), 4);
+        assert!(monitor.apply(&config).await.unwrap().failed.is_empty());
+        let r = Reloader::new(source, monitor).with_config(config);
+        let list = parse(r#"[{"targets": ["127.0.0.2"]}]"#, Format::Json, 10).unwrap();
+        assert_eq!(r.discovered("files", list).await.unwrap(), 1);
+        let before = hosts(&r).await;
+        assert_eq!(before, ["127.0.0.1 tcp:9", "127.0.0.2 tcp:9"]);
+
+        // A tcp service with no port of its own needs `host:port` targets, which this list
+        // does not give: the reload is refused and both services keep running.
+        file(
+            dir.path(),
+            &WITH_SOURCE.replace("services: [\"TCP:9\"] }]", "services: [{ type: tcp }] }]"),
+        );
+        let refused = r.reload().await.unwrap_err();
+        assert!(matches!(refused, ReloadError::Refused(_)), "{refused}");
+        assert!(refused.to_string().contains("127.0.0.2"), "{refused}");
+        assert_eq!(hosts(&r).await, before);
         r.monitor().lock().await.stop_all().await;
     }
 }
