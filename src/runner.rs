@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span};
 
 use crate::base::labels::Labels;
-use crate::base::outcome::{Failure, Outcome, Reason, Target, round_of};
+use crate::base::outcome::{Failure, Outcome, Reason, Target, detail_of, round_of};
 use crate::base::resolve;
 use crate::base::round::Round;
 use crate::base::shard::Shard;
@@ -74,6 +74,8 @@ pub struct StatusView {
     pub last_check: Option<SystemTime>,
     /// Packet loss of the last probe, 0 to 1, where the protocol sends rounds.
     pub loss: Option<f64>,
+    /// What the last probe saw beyond up and latency (a traceroute's path).
+    pub detail: Option<String>,
 }
 
 /// Shared between a service task and the readers of its status.
@@ -927,6 +929,7 @@ fn record(outcome: &Outcome, elapsed: Duration, metrics: &ServiceMetrics, status
         let previous = v.up;
         v.last_check = Some(now);
         v.loss = round_of(outcome).map(Round::loss_ratio);
+        v.detail = detail_of(outcome).map(str::to_string);
         match outcome {
             Ok(ok) => {
                 v.up = Some(true);

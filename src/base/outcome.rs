@@ -95,6 +95,8 @@ pub struct Success {
     pub latency: Duration,
     /// The round of packets behind it (icmp, echo, stamp), for loss and RTT statistics.
     pub round: Option<Round>,
+    /// What the probe saw beyond up and latency, for the status page (a traceroute's path).
+    pub detail: Option<String>,
 }
 
 impl Success {
@@ -103,6 +105,7 @@ impl Success {
         Success {
             latency,
             round: None,
+            detail: None,
         }
     }
 
@@ -110,6 +113,14 @@ impl Success {
     pub fn with_round(self, round: Round) -> Self {
         Success {
             round: Some(round),
+            ..self
+        }
+    }
+
+    /// The same success, with what the probe saw for the status page.
+    pub fn with_detail(self, detail: String) -> Self {
+        Success {
+            detail: Some(detail),
             ..self
         }
     }
@@ -124,6 +135,8 @@ pub struct Failure {
     pub message: String,
     /// The round of packets that failed (icmp, echo, stamp), for loss and RTT statistics.
     pub round: Option<Round>,
+    /// What the probe saw besides the failure, for the status page (a traceroute's path).
+    pub detail: Option<String>,
 }
 
 impl Failure {
@@ -133,6 +146,7 @@ impl Failure {
             reason,
             message: message.into(),
             round: None,
+            detail: None,
         }
     }
 
@@ -140,6 +154,14 @@ impl Failure {
     pub fn with_round(self, round: Round) -> Self {
         Failure {
             round: Some(round),
+            ..self
+        }
+    }
+
+    /// The same failure, with what the probe saw for the status page.
+    pub fn with_detail(self, detail: String) -> Self {
+        Failure {
+            detail: Some(detail),
             ..self
         }
     }
@@ -164,6 +186,14 @@ pub fn round_of(outcome: &Outcome) -> Option<&Round> {
     match outcome {
         Ok(s) => s.round.as_ref(),
         Err(f) => f.round.as_ref(),
+    }
+}
+
+/// What the probe saw beyond up and latency, where the protocol tells more (traceroute).
+pub fn detail_of(outcome: &Outcome) -> Option<&str> {
+    match outcome {
+        Ok(s) => s.detail.as_deref(),
+        Err(f) => f.detail.as_deref(),
     }
 }
 

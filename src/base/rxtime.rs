@@ -81,6 +81,13 @@ fn recv_now(
     Ok((msg.bytes, from, at))
 }
 
+/// The arrival time of a message whose kernel stamp (`SCM_TIMESTAMPNS`) is `ts`, read by a
+/// receive that returned at `user`: the stamp on the monotonic clock where it can be believed,
+/// else `user`.
+pub fn stamped(ts: TimeSpec, user: Instant) -> Instant {
+    monotonic(ts, user, SystemTime::now())
+}
+
 /// Maps kernel stamp `ts` (real-time clock) onto the monotonic clock, given the monotonic and
 /// real-time clocks read together just after the receive.
 fn monotonic(ts: TimeSpec, now: Instant, now_real: SystemTime) -> Instant {

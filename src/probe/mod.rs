@@ -189,6 +189,10 @@ protocols! {
         /// An RFC 8762 STAMP Session-Sender (unauthenticated) against a Session-Reflector.
         Stamp stamp => Stamp,
     }
+    traceroute {
+        /// Probes of rising TTL: the path, per-hop RTT and loss, route changes.
+        Traceroute traceroute => Traceroute,
+    }
 }
 
 impl Protocol {

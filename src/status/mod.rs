@@ -120,6 +120,9 @@ pub struct Row {
     pub last_error: Option<String>,
     /// Whether the last probe failed, so `last_error` is current.
     pub failing: bool,
+    /// What the last probe saw beyond up and latency, where the protocol tells more: a
+    /// traceroute's path (`1 192.0.2.1 0.412ms, 2 *, ...`).
+    pub detail: Option<String>,
     /// Successful results as a percentage of those in the history.
     pub uptime_percent: Option<f64>,
     /// The history behind the sparkline and the uptime.
@@ -206,6 +209,7 @@ impl Row {
                 .map(|t| now.duration_since(t).unwrap_or_default().as_secs_f64()),
             last_error: v.last_error.clone(),
             failing: v.failing,
+            detail: v.detail.clone(),
             uptime_percent: summary.uptime_percent(),
             history: HistoryView {
                 results: summary.results,
@@ -225,7 +229,7 @@ impl Row {
     }
 
     /// The lowercase text the filter searches: host, service, protocol, endpoint, state,
-    /// labels (`key=value`) and the current error. The page's script searches the same text.
+    /// labels (`key=value`), the detail (a traceroute's hop addresses) and the current error. The page's script searches the same text.
     pub fn search_text(&self) -> String {
         let mut t = format!(
             "{} {} {} {} {}",
@@ -237,6 +241,10 @@ impl Row {
         );
         for (k, v) in &self.labels {
             t.push_str(&format!(" {k}={v}"));
+        }
+        if let Some(d) = &self.detail {
+            t.push(' ');
+            t.push_str(d);
         }
         if self.failing {
             if let Some(e) = &self.last_error {

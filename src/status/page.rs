@@ -33,6 +33,7 @@ td.num{text-align:right;white-space:nowrap}small,.dim{color:#777}code{font-size:
 .badge{display:inline-block;min-width:5em;text-align:center;border-radius:3px;padding:.05em .4em;font-weight:600;color:#fff}\
 .badge.up{background:#2e7d32}.badge.down{background:#c62828}.badge.pending{background:#888}.badge.paused{background:#999}\
 tr.down td{background:#fff6f5}.err{color:#8b1a1a;min-width:12em;max-width:30em;overflow-wrap:anywhere}\
+small.detail{display:block;max-width:30em;overflow-wrap:anywhere}\
 .label{display:inline-block;white-space:nowrap;background:#eef2f8;border-radius:3px;padding:0 .35em;margin:.1em .2em .1em 0;font-size:.9em}\
 svg.spark{display:block}";
 
@@ -208,7 +209,7 @@ fn row(h: &mut String, r: &Row) {
         "<tr class=\"svc {class}\" data-state=\"{class}\" data-search=\"{search}\">\
          <td><span class=\"badge {class}\">{state}</span></td><td class=\"host\">{host}</td>\
          <td class=\"service\">{service}<br><small>{protocol}</small></td>\
-         <td class=\"endpoint\"><code title=\"{endpoint}\">{endpoint}</code></td><td class=\"num\">{interval}</td>\
+         <td class=\"endpoint\"><code title=\"{endpoint}\">{endpoint}</code>{detail}</td><td class=\"num\">{interval}</td>\
          <td>{site}{labels}</td><td class=\"num\">{latency}</td><td>{spark}</td>\
          <td class=\"num uptime\">{uptime}</td><td class=\"num\">{last}</td><td class=\"err\">{error}</td></tr>",
         search = html(&r.search_text()),
@@ -216,6 +217,11 @@ fn row(h: &mut String, r: &Row) {
         service = html(&r.service),
         protocol = r.protocol,
         endpoint = html(&r.endpoint),
+        detail = r
+            .detail
+            .as_deref()
+            .map(|d| format!("<small class=\"detail\">{}</small>", html(d)))
+            .unwrap_or_default(),
         interval = humantime::format_duration(Duration::from_secs_f64(
             r.interval_seconds.clamp(0.0, 1e12)
         )),
