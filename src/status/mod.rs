@@ -374,6 +374,7 @@ targets:
                         view.latency = Some(Duration::from_millis(11));
                         view.last_check = Some(now - Duration::from_secs(60));
                         view.last_error = Some("timeout: no answer within 5s".into());
+                        view.detail = Some("1 192.0.2.1 0.412ms, 2 *, 3 <192.0.2.3>".into());
                     }
                     "api" => {
                         live.push_history(now, None);
@@ -435,6 +436,7 @@ targets:
         assert_eq!(
             keys(row),
             [
+                "detail",
                 "endpoint",
                 "failing",
                 "history",
@@ -541,6 +543,33 @@ targets:
         assert!(page.find("api<br>").unwrap() < page.find("tcp:5432<br>").unwrap());
         assert!(!page.contains("reload-failed"));
         assert!(!page.contains("NaN") && !page.contains("inf "));
+    }
+
+    #[test]
+    fn a_probes_detail_shows_under_its_endpoint_and_the_filter_finds_it() {
+        let now = SystemTime::now();
+        let snap = build(&rows(now), &reloader(), None, now);
+        let page = page::render(&snap, "/metrics");
+        assert!(
+            page.contains(
+                "<small class=\"detail\">1 192.0.2.1 0.412ms, 2 *, 3 &lt;192.0.2.3&gt;</small></td>"
+            ),
+            "{page}"
+        );
+        assert_eq!(page.matches("class=\"detail\"").count(), 1);
+        let v: serde_json::Value = serde_json::from_slice(&json(&snap)).expect("JSON");
+        let details: Vec<&serde_json::Value> = v["services"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|r| &r["detail"])
+            .filter(|d| !d.is_null())
+            .collect();
+        assert_eq!(details, ["1 192.0.2.1 0.412ms, 2 *, 3 <192.0.2.3>"]);
+        // A hop's address finds the service whose path has it.
+        let kept = build(&rows(now), &reloader(), Some("192.0.2.3".into()), now);
+        let names: Vec<&str> = kept.services.iter().map(|r| r.service.as_str()).collect();
+        assert_eq!(names, ["tcp:5432"]);
     }
 
     #[test]
