@@ -28,4 +28,5 @@ mod serve;
 mod shards;
 mod stamp;
 mod status_page;
+mod traceroute;
 mod web_security;

@@ -445,7 +445,7 @@ impl TracerouteProbe {
         let socket = RoundSocket::open(self.options.method, addr, self.options.base_port)
             .map_err(|e| Failure::new(Reason::Io, e.to_string()))?;
         let path = self.round(&socket, addr, deadline).await?;
-        self.record(&path, &target.host);
+        self.record(&path);
         self.judge(addr, path)
     }
 
@@ -567,7 +567,7 @@ impl TracerouteProbe {
     }
 
     /// Sets the families from a finished round and notices a route change.
-    fn record(&self, path: &Path, host: &str) {
+    fn record(&self, path: &Path) {
         let m = &self.metrics;
         m.hops
             .get_or_create(&self.labels)
@@ -596,12 +596,12 @@ impl TracerouteProbe {
         memory.shown = path.len();
         let hash = path.hash();
         match memory.route.replace(hash) {
-            None => info!(target_host = host, hops = path.len(), path = %path.text(), "route"),
+            None => info!(hops = path.len(), path = path.text().as_str(), "route"),
             Some(old) if old != hash => {
                 m.route_changes.get_or_create(&self.labels).inc();
-                info!(target_host = host, hops = path.len(), path = %path.text(), "route changed");
+                info!(hops = path.len(), path = path.text().as_str(), "route changed");
             }
-            Some(_) => debug!(path = %path.text(), "route unchanged"),
+            Some(_) => debug!(path = path.text().as_str(), "route unchanged"),
         }
     }
 

@@ -211,8 +211,8 @@ fn a_route_change_counts_once_and_a_shorter_path_drops_the_hops_past_it() {
         ],
         reached: true,
     };
-    p.record(&long, "h");
-    p.record(&long, "h");
+    p.record(&long);
+    p.record(&long);
     assert_eq!(
         f.value("traceroute_route_changes_total{host=\"h\"}"),
         Some(0.0)
@@ -245,7 +245,7 @@ fn a_route_change_counts_once_and_a_shorter_path_drops_the_hops_past_it() {
         hops: vec![hop(1, Some([192, 0, 2, 9]), 3)],
         reached: false,
     };
-    p.record(&short, "h");
+    p.record(&short);
     assert_eq!(
         f.value("traceroute_route_changes_total{host=\"h\"}"),
         Some(1.0)
