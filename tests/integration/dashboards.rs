@@ -13,8 +13,9 @@ use serde_json::Value;
 /// Every metric name netmon exports, from the metrics table of the design contract
 /// (DESIGN.md), plus `netmon_scheduler_lateness_seconds` and `netmon_probes_in_flight`
 /// (src/metrics.rs), `netmon_rtt_jitter_seconds`, `netmon_r_factor` and `netmon_mos` (ICMP/echo
-/// probes), `netmon_echo_server_packets_total` (the echo server), and the `stamp` probe's and
-/// STAMP reflector's `netmon_stamp_*` families. Histograms are listed by
+/// probes), `netmon_echo_server_packets_total` (the echo server), the `stamp` probe's and
+/// STAMP reflector's `netmon_stamp_*` families, and the `netmon_traceroute_*` families
+/// (DESIGN.md, "Link and path quality"). Histograms are listed by
 /// their base name; `_bucket`, `_sum` and `_count` follow from [`HISTOGRAMS`].
 const EXPORTED: &[&str] = &[
     "netmon_up",
@@ -36,6 +37,11 @@ const EXPORTED: &[&str] = &[
     "netmon_dns_answer_records",
     "netmon_ntp_offset_seconds",
     "netmon_ntp_stratum",
+    "netmon_traceroute_hops",
+    "netmon_traceroute_hop_rtt_seconds",
+    "netmon_traceroute_hop_loss_ratio",
+    "netmon_traceroute_route_changes_total",
+    "netmon_traceroute_reached",
     "netmon_build_info",
     "netmon_config_last_reload_successful",
     "netmon_config_last_reload_success_timestamp_seconds",

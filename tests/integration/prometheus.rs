@@ -6,8 +6,9 @@
 //! The netmon under test watches loopback services for every protocol this build supports
 //! (found with `netmon config check`): its own port (tcp) and /metrics (http), a closed port (a
 //! service that is down), an HTTPS server, DNS and NTP responders and a UDP echo responder
-//! started here, 127.0.0.1 by ICMP, the in-process echo server when `echo_server:` exists, and
-//! STAMP against the in-process reflector (`stamp_reflector:`) and a stateful one started here.
+//! started here, 127.0.0.1 by ICMP and by traceroute (the first hop), the in-process echo
+//! server when `echo_server:` exists, and STAMP against the in-process reflector
+//! (`stamp_reflector:`) and a stateful one started here.
 //! Panel queries whose families only protocols not built yet produce are checked for "no error"
 //! only, and the test prints them.
 //!
@@ -346,6 +347,7 @@ const PRODUCERS: &[(&str, &[&str])] = &[
     ("netmon_tls_cert_not_after_timestamp_seconds", &["https"]),
     ("netmon_dns_", &["dns"]),
     ("netmon_ntp_", &["ntp"]),
+    ("netmon_traceroute_", &["traceroute"]),
     ("netmon_echo_server_", &["echo_server"]),
     ("netmon_stamp_reflector_packets", &["stamp_reflector"]),
     ("netmon_stamp_", &["stamp"]),
@@ -418,6 +420,10 @@ impl Lab {
                 "stamp",
                 format!("{{ type: stamp, port: {stateful_stamp}, count: 3 }}"),
             ),
+            (
+                "traceroute",
+                "{ type: traceroute, max_hops: 4, hop_timeout: 500ms }".into(),
+            ),
         ];
         let mut candidates = candidates;
         if stamp_hosted {
@@ -431,7 +437,7 @@ impl Lab {
             .filter(|(p, s)| config_check(&dir, "", s, p))
             .collect();
         let unsupported: Vec<&str> = [
-            "tcp", "http", "https", "icmp", "dns", "ntp", "udp", "echo", "stamp",
+            "tcp", "http", "https", "icmp", "dns", "ntp", "udp", "echo", "stamp", "traceroute",
         ]
         .into_iter()
         .filter(|p| !services.iter().any(|(q, _)| q == p))
@@ -524,7 +530,7 @@ impl Lab {
             }
         }
         for p in [
-            "http", "https", "icmp", "dns", "ntp", "tcp", "udp", "echo", "stamp",
+            "http", "https", "icmp", "dns", "ntp", "tcp", "udp", "echo", "stamp", "traceroute",
         ] {
             if query.contains(&format!("protocol=\"{p}\"")) && !self.monitored.contains(p) {
                 missing.push(p.to_string());

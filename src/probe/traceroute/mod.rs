@@ -13,9 +13,9 @@
 //! logged at info level when first seen and when it changes; a change is a change of the hash
 //! of the ordered hop addresses and counts in `netmon_traceroute_route_changes_total`.
 //!
-//! Sending stops early at the TTL after the one the target answered, where answers come back
-//! before the round has sent everything (short paths), so the target is not flooded with probes
-//! past itself. The kernel side is in `socket.rs`.
+//! Sending stops as soon as the target has answered (on short paths its answer is back before
+//! the later TTLs are sent), so the target is not flooded with probes past itself. The kernel
+//! side is in `socket.rs`.
 
 mod socket;
 
