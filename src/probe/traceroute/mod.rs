@@ -41,7 +41,7 @@ use crate::base::round::Round;
 use crate::base::values::{Duration, IpPreference};
 use crate::probe::shape::{BuildError, Context, Definition, Families, PortRule, Probe};
 
-pub use socket::OpenError;
+pub use socket::{Method, OpenError};
 use socket::{Answer, RoundSocket, What};
 
 /// The highest `max_hops`: each hop is a series of each per-hop family.
@@ -50,25 +50,6 @@ pub const MAX_HOPS: u32 = 64;
 pub const MAX_PROBES_PER_HOP: u32 = 10;
 /// The first UDP destination port by default, as traceroute's.
 pub const DEFAULT_BASE_PORT: u16 = 33434;
-
-/// What the probes are.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    /// UDP datagrams to `base_port` and up; the target answers with ICMP port unreachable.
-    /// Needs no privilege.
-    #[default]
-    Udp,
-    /// ICMP echo requests; the target answers with an echo reply. Needs a datagram ICMP socket
-    /// (`net.ipv4.ping_group_range`) or a raw one (`CAP_NET_RAW`).
-    Icmp,
-}
-
-impl Method {
-    fn is_udp(&self) -> bool {
-        *self == Method::Udp
-    }
-}
 
 fn default_max_hops() -> u32 {
     30

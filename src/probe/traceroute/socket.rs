@@ -24,13 +24,31 @@ use nix::sys::socket::{
     ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
 };
 use nix::sys::time::TimeSpec;
+use serde::{Deserialize, Serialize};
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use crate::base::rxtime;
 
-use super::Method;
+/// What the probes are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// UDP datagrams to `base_port` and up; the target answers with ICMP port unreachable.
+    /// Needs no privilege.
+    #[default]
+    Udp,
+    /// ICMP echo requests; the target answers with an echo reply. Needs a datagram ICMP socket
+    /// (`net.ipv4.ping_group_range`) or a raw one (`CAP_NET_RAW`).
+    Icmp,
+}
+
+impl Method {
+    pub(super) fn is_udp(&self) -> bool {
+        *self == Method::Udp
+    }
+}
 
 /// `ee_origin` of an error from an ICMPv4 message.
 const ORIGIN_ICMP: u8 = 2;
