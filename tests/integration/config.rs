@@ -68,7 +68,7 @@ const INVALID: &[(&str, &[&str])] = &[
         "invalid-many-errors.yml",
         &[
             "1:28: unknown key `timout` in `defaults` (did you mean `timeout`?); valid keys: interval, timeout, resolver, rtt_buckets, rtt_histogram",
-            "4:16: unknown protocol `HTPP` (did you mean `HTTP`?); valid protocols: http, https, icmp, dns, ntp, tcp, udp, echo, stamp",
+            "4:16: unknown protocol `HTPP` (did you mean `HTTP`?); valid protocols: http, https, icmp, dns, ntp, tcp, udp, echo, stamp, traceroute",
             "4:22: tcp service on `a.example`: a tcp service needs a port: write `TCP:22` or `{type: tcp, port: 22}`",
             "6:15: `interval`: invalid duration `2x`: write e.g. `30s`, `500ms`, `2m`, `1h30m` or a number of seconds",
         ],
@@ -76,7 +76,7 @@ const INVALID: &[(&str, &[&str])] = &[
     (
         "invalid-missing-type.yml",
         &[
-            "4:9: a service mapping needs `type:`, one of http, https, icmp, dns, ntp, tcp, udp, echo, stamp",
+            "4:9: a service mapping needs `type:`, one of http, https, icmp, dns, ntp, tcp, udp, echo, stamp, traceroute",
         ],
     ),
     (
@@ -128,7 +128,7 @@ const INVALID: &[(&str, &[&str])] = &[
     (
         "invalid-unknown-protocol.yml",
         &[
-            "3:16: unknown protocol `HTPP` (did you mean `HTTP`?); valid protocols: http, https, icmp, dns, ntp, tcp, udp, echo, stamp",
+            "3:16: unknown protocol `HTPP` (did you mean `HTTP`?); valid protocols: http, https, icmp, dns, ntp, tcp, udp, echo, stamp, traceroute",
         ],
     ),
     (

@@ -48,6 +48,9 @@ use socket::{Answer, RoundSocket, What};
 pub const MAX_HOPS: u32 = 64;
 /// The most probes one hop may get per round.
 pub const MAX_PROBES_PER_HOP: u32 = 10;
+/// The most queued messages read at once between sends, so a stream of foreign ICMP on a raw
+/// socket cannot hold the round up.
+const DRAIN: usize = 64;
 /// The first UDP destination port by default, as traceroute's.
 pub const DEFAULT_BASE_PORT: u16 = 33434;
 
@@ -476,7 +479,8 @@ impl TracerouteProbe {
             }
             // Answers that came back meanwhile: on a short path the target has answered
             // before the later TTLs are sent.
-            while let Ok(Some(a)) = socket.try_next() {
+            for _ in 0..DRAIN {
+                let Ok(Some(a)) = socket.try_next() else { break };
                 take(a, &sent, &mut answers, &mut end);
             }
         }
@@ -500,6 +504,12 @@ impl TracerouteProbe {
                 },
                 _ = tokio::time::sleep_until(until) => break,
             }
+        }
+        // Answers already queued when the wait ended (a busy machine may wake this task late):
+        // their kernel stamps say whether they came in time.
+        for _ in 0..count + DRAIN {
+            let Ok(Some(a)) = socket.try_next() else { break };
+            take(a, &sent, &mut answers, &mut end);
         }
         Ok(self.path(&sent, &answers, end))
     }

@@ -50,6 +50,9 @@ impl Method {
     }
 }
 
+/// The most messages that are not answers read in one go.
+const MAX_SKIPPED: usize = 256;
+
 /// `ee_origin` of an error from an ICMPv4 message.
 const ORIGIN_ICMP: u8 = 2;
 /// `ee_origin` of an error from an ICMPv6 message.
@@ -224,6 +227,8 @@ impl RoundSocket {
                     .ok_or_else(|| io::ErrorKind::WouldBlock.into())
             }) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // Many foreign messages in a row: let other tasks run, then read on.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => tokio::task::yield_now().await,
                 r => return r,
             }
         }
@@ -231,8 +236,10 @@ impl RoundSocket {
 
     /// The next answer already queued, if any: the error queue first, then ordinary
     /// datagrams (echo replies, or a UDP reply from a service listening on a probed port).
+    /// After [`MAX_SKIPPED`] messages that are not answers (a raw socket sees all the host's
+    /// ICMP) it gives up for now with `Interrupted`, the queues still holding the rest.
     pub(super) fn try_next(&self) -> io::Result<Option<Answer>> {
-        loop {
+        for _ in 0..MAX_SKIPPED {
             match self.recv_error()? {
                 Some(Some(a)) => return Ok(Some(a)),
                 Some(None) => continue,
@@ -244,6 +251,7 @@ impl RoundSocket {
                 None => return Ok(None),
             }
         }
+        Err(io::ErrorKind::Interrupted.into())
     }
 
     /// One message of the error queue: `None` when it is empty, `Some(None)` for one that is
