@@ -557,14 +557,6 @@ fn netmon_check_traces_the_path_without_any_privilege() {
     if !can_run("netmon_check_traces_the_path_without_any_privilege") {
         return;
     }
-    if let Some(why) = testkit::process::missing_tool(&["setpriv"], "apt-get install util-linux") {
-        testkit::process::not_run(
-            "NETMON_REQUIRE_PRIVILEGE_TESTS",
-            "netmon_check_traces_the_path_without_any_privilege",
-            &why,
-        );
-        return;
-    }
     let chain = Chain::build();
     let src = chain.ns("src");
     let (_dir, bin) = binary_for_nobody();
