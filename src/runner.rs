@@ -986,7 +986,7 @@ mod tests {
             - HTTP\n      - HTTPS\n      - ICMP\n      - { type: icmp, name: icmp-off, rtt_histogram: false }\n      \
             - { type: icmp, name: icmp-8, rtt_buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 1] }\n      \
             - DNS\n      - NTP\n      - \"TCP:22\"\n      - { type: udp, port: 53, send: x }\n      \
-            - UDP\n      - { type: echo, name: echo-off, rtt_histogram: false }\n";
+            - UDP\n      - { type: echo, name: echo-off, rtt_histogram: false }\n      - TRACEROUTE\n";
         let config = crate::config::load(yaml, "series.yml").unwrap();
         let mut rows = Vec::new();
         for s in config.services() {
@@ -1019,6 +1019,8 @@ mod tests {
         // Five common, six packet families, 17 buckets + `+Inf` + `_sum` + `_count`.
         assert_eq!(count("echo"), Some(31));
         assert_eq!(count("echo-off"), Some(11));
+        // Five common and the route-change counter; the per-hop series come with the rounds.
+        assert_eq!(count("traceroute"), Some(6));
         if count("icmp").is_some() {
             assert_eq!(count("icmp"), Some(31));
             assert_eq!(count("icmp-8"), Some(22));
