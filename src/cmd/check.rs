@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::time::Duration as StdDuration;
 
 use crate::base::hint::Dialect;
-use crate::base::outcome::{Outcome, Target, round_of};
+use crate::base::outcome::{Outcome, Target, detail_of, round_of};
 use crate::base::quality::Quality;
 use crate::base::resolve;
 use crate::cli::CheckArgs;
@@ -652,7 +652,24 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         println!("{}", line(v, &plan, &prefix));
         worst = worst.max(v.state);
     }
+    // Long output, after every plugin line: what a probe saw beyond them (a traceroute's path).
+    for v in &verdicts {
+        if let Some(d) = detail_line(v, several) {
+            println!("{d}");
+        }
+    }
     worst.exit_code()
+}
+
+/// The long-output line of a verdict whose probe tells more than up and latency (`path: 1
+/// 192.0.2.1 0.412ms, 2 *, ...`), prefixed with host and service when several are checked.
+pub fn detail_line(v: &Verdict, several: bool) -> Option<String> {
+    let detail = v.outcome.as_ref().ok().and_then(detail_of)?;
+    Some(if several {
+        format!("{} {} path: {detail}", v.service.host, v.service.name)
+    } else {
+        format!("path: {detail}")
+    })
 }
 
 #[cfg(test)]

@@ -593,6 +593,18 @@ fn netmon_check_traces_the_path_without_any_privilege() {
         out.starts_with("NETMON TRACEROUTE OK - 198.18.4.2 "),
         "{out}"
     );
+    // The path as long output, on the plugin line's heels.
+    let path = out.lines().nth(1).unwrap_or_default();
+    assert_eq!(
+        hops_of(path.strip_prefix("path: ").unwrap_or_default()),
+        [
+            Some("198.18.1.1".to_string()),
+            None,
+            Some("198.18.3.2".to_string()),
+            Some("198.18.4.2".to_string())
+        ],
+        "{out}"
+    );
     let (code, out) = check(&at(false, 9, 9));
     assert_eq!(code, Some(2), "{out}");
     assert!(
