@@ -410,7 +410,19 @@ impl Session {
                 error,
             ]);
         }
-        Ok(render(&table))
+        let mut out = render(&table);
+        // What a probe saw beyond the table's columns (a traceroute's path), one line each.
+        for r in rows.iter().filter(|r| r.view.detail.is_some()) {
+            let detail = r.view.detail.as_deref().unwrap_or_default();
+            if !out.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str(&format!(
+                "{} {} path: {detail}",
+                r.service.host, r.service.name
+            ));
+        }
+        Ok(out)
     }
 
     fn save(&self, file: Option<&Path>) -> Result<String, String> {

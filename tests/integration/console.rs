@@ -283,6 +283,25 @@ fn add_shows_in_status_and_remove_vanishes_from_metrics() {
 }
 
 #[test]
+fn status_shows_a_traceroutes_path_below_the_table() {
+    let port = open_port();
+    let mut c = Console::start(&config(port));
+    let screen = c.command("add 127.0.0.1 traceroute every 1s");
+    assert!(screen.contains("added 127.0.0.1 traceroute"), "{screen}");
+    let labels = [("host", "127.0.0.1"), ("service", "traceroute")];
+    c.wait_metric("netmon_traceroute_reached", &labels, |v| v == Some(1.0));
+    let screen = c.command("status");
+    // Loopback is the first hop.
+    assert!(
+        screen
+            .lines()
+            .any(|l| l.starts_with("127.0.0.1 traceroute path: 1 127.0.0.1 ")),
+        "{screen}"
+    );
+    c.quit();
+}
+
+#[test]
 fn a_log_line_arriving_while_typing_leaves_the_typed_text_intact() {
     let port = open_port();
     let mut c = Console::start(&config(port));

@@ -72,12 +72,8 @@ fn default_probes_per_hop() -> u32 {
 fn is_default_probes_per_hop(n: &u32) -> bool {
     *n == default_probes_per_hop()
 }
-fn default_hop_timeout() -> Duration {
-    Duration(StdDuration::from_secs(2))
-}
-fn is_default_hop_timeout(d: &Duration) -> bool {
-    *d == default_hop_timeout()
-}
+/// A probe's wait when `hop_timeout` is not given, if the round's budget allows it.
+pub const DEFAULT_HOP_TIMEOUT: StdDuration = StdDuration::from_secs(2);
 fn default_base_port() -> u16 {
     DEFAULT_BASE_PORT
 }
@@ -110,12 +106,10 @@ pub struct Options {
         skip_serializing_if = "is_default_probes_per_hop"
     )]
     pub probes_per_hop: u32,
-    /// How long a probe waits for its answer (2s by default; within 90% of the timeout).
-    #[serde(
-        default = "default_hop_timeout",
-        skip_serializing_if = "is_default_hop_timeout"
-    )]
-    pub hop_timeout: Duration,
+    /// How long a probe waits for its answer: at most 90% of the timeout; when not given,
+    /// [`DEFAULT_HOP_TIMEOUT`] or that 90% if it is shorter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hop_timeout: Option<Duration>,
     /// The UDP destination port of the first probe; each further probe of a round takes the
     /// next one (33434 by default, as traceroute's).
     #[serde(
@@ -144,11 +138,8 @@ impl Options {
                 "probes_per_hop must be between 1 and {MAX_PROBES_PER_HOP}"
             ));
         }
-        if self.hop_timeout.0 < StdDuration::from_millis(1) {
-            return Err(format!(
-                "hop_timeout {} is too short: use 1ms or more",
-                self.hop_timeout
-            ));
+        if let Some(t) = self.hop_timeout.filter(|t| t.0 < StdDuration::from_millis(1)) {
+            return Err(format!("hop_timeout {t} is too short: use 1ms or more"));
         }
         if self.base_port == 0 {
             return Err("base_port 0 is not a port to probe: use 1-65535".into());
@@ -170,18 +161,24 @@ impl Options {
         (self.max_hops - self.first_hop + 1) * self.probes_per_hop
     }
 
-    /// Checks that a probe's wait fits in the round's budget (90% of the service timeout).
+    /// Checks that a given `hop_timeout` fits in the round's budget (90% of the service
+    /// timeout).
     pub fn check_fits(&self, timeout: StdDuration) -> Result<(), String> {
         let budget = wait_budget(timeout);
-        if self.hop_timeout.0 > budget {
-            return Err(format!(
-                "hop_timeout {} does not fit in the timeout {} (a round must end by {}, 90% of it): lower hop_timeout or raise the timeout",
-                self.hop_timeout,
+        match self.hop_timeout {
+            Some(t) if t.0 > budget => Err(format!(
+                "hop_timeout {t} does not fit in the timeout {} (a round must end by {}, 90% of it): lower hop_timeout or raise the timeout",
                 Duration(timeout),
                 Duration(budget)
-            ));
+            )),
+            _ => Ok(()),
         }
-        Ok(())
+    }
+
+    /// How long a probe waits for its answer in a round of `budget`.
+    fn hop_wait(&self, budget: StdDuration) -> StdDuration {
+        self.hop_timeout
+            .map_or(DEFAULT_HOP_TIMEOUT.min(budget), |t| t.0)
     }
 }
 
@@ -391,6 +388,8 @@ struct Memory {
 pub struct TracerouteProbe {
     options: Options,
     budget: StdDuration,
+    /// How long a probe waits for its answer.
+    hop_wait: StdDuration,
     labels: Labels,
     metrics: Metrics,
     memory: Mutex<Memory>,
@@ -414,9 +413,11 @@ impl TracerouteProbe {
         }
         // The counter is there from the start, so `increase()` sees the first change.
         let _ = metrics.route_changes.get_or_create(ctx.labels);
+        let budget = wait_budget(ctx.timeout);
         Ok(TracerouteProbe {
+            hop_wait: options.hop_wait(budget),
             options,
-            budget: wait_budget(ctx.timeout),
+            budget,
             labels: ctx.labels.clone(),
             metrics: metrics.clone(),
             memory: Mutex::default(),
@@ -496,7 +497,7 @@ impl TracerouteProbe {
                 .filter_map(|i| sent[i])
                 .max();
             let Some(t0) = waiting else { break };
-            let until = tokio::time::Instant::from_std(t0 + o.hop_timeout.0).min(deadline);
+            let until = tokio::time::Instant::from_std(t0 + self.hop_wait).min(deadline);
             tokio::select! {
                 r = socket.next() => match r {
                     Ok(a) => take(a, &sent, &mut answers, &mut end),
@@ -536,7 +537,7 @@ impl TracerouteProbe {
             hop.sent += 1;
             let Some(a) = answer else { continue };
             let rtt = a.at.saturating_duration_since(*t0);
-            if rtt > o.hop_timeout.0 {
+            if rtt > self.hop_wait {
                 continue;
             }
             hop.rtts.push(rtt.max(StdDuration::from_nanos(1)));
@@ -632,7 +633,9 @@ impl TracerouteProbe {
             ),
             None => format!(
                 "{addr} not reached: no hop answered from hop {} to {} within {}",
-                self.options.first_hop, self.options.max_hops, self.options.hop_timeout
+                self.options.first_hop,
+                self.options.max_hops,
+                Duration(self.hop_wait)
             ),
         };
         Err(Failure::new(Reason::Unreachable, message).with_detail(detail))

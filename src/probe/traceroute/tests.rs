@@ -13,7 +13,7 @@ fn options() -> Options {
         max_hops: 30,
         first_hop: 1,
         probes_per_hop: 3,
-        hop_timeout: Duration(StdDuration::from_millis(500)),
+        hop_timeout: Some(Duration(StdDuration::from_millis(500))),
         base_port: DEFAULT_BASE_PORT,
         ip: IpPreference::Auto,
     }
@@ -154,6 +154,21 @@ fn options_out_of_range_say_what_to_write() {
         "{e}"
     );
     assert_eq!(options().check_fits(StdDuration::from_secs(1)), Ok(()));
+    // Not given, the wait is 2s or the round's budget, whichever is shorter: any timeout fits.
+    let unset = Options {
+        hop_timeout: None,
+        ..options()
+    };
+    assert_eq!(unset.check_fits(StdDuration::from_millis(500)), Ok(()));
+    assert_eq!(
+        unset.hop_wait(StdDuration::from_millis(450)),
+        StdDuration::from_millis(450)
+    );
+    assert_eq!(unset.hop_wait(StdDuration::from_secs(9)), DEFAULT_HOP_TIMEOUT);
+    assert_eq!(
+        options().hop_wait(StdDuration::from_secs(9)),
+        StdDuration::from_millis(500)
+    );
 }
 
 #[test]
