@@ -641,14 +641,7 @@ pub fn run(args: &CheckArgs) -> ExitCode {
     let several = verdicts.len() > 1;
     let mut worst = State::Ok;
     for v in &verdicts {
-        let prefix = if several {
-            match (v.service.labels.get("ip"), v.service.addresses) {
-                (Some(ip), Some(_)) => format!("{} {} {ip}", v.service.host, v.service.name),
-                _ => format!("{} {}", v.service.host, v.service.name),
-            }
-        } else {
-            String::new()
-        };
+        let prefix = prefix_of(v, several);
         println!("{}", line(v, &plan, &prefix));
         worst = worst.max(v.state);
     }
@@ -665,11 +658,22 @@ pub fn run(args: &CheckArgs) -> ExitCode {
 /// 192.0.2.1 0.412ms, 2 *, ...`), prefixed with host and service when several are checked.
 pub fn detail_line(v: &Verdict, several: bool) -> Option<String> {
     let detail = v.outcome.as_ref().ok().and_then(detail_of)?;
-    Some(if several {
-        format!("{} {} path: {detail}", v.service.host, v.service.name)
-    } else {
-        format!("path: {detail}")
+    Some(match prefix_of(v, several) {
+        p if p.is_empty() => format!("path: {detail}"),
+        p => format!("{p} path: {detail}"),
     })
+}
+
+/// What names a verdict's lines when several share the output (`host service`, with the
+/// address under `ip: all`); empty for a single one.
+fn prefix_of(v: &Verdict, several: bool) -> String {
+    if !several {
+        return String::new();
+    }
+    match (v.service.labels.get("ip"), v.service.addresses) {
+        (Some(ip), Some(_)) => format!("{} {} {ip}", v.service.host, v.service.name),
+        _ => format!("{} {}", v.service.host, v.service.name),
+    }
 }
 
 #[cfg(test)]

@@ -437,7 +437,16 @@ impl Lab {
             .filter(|(p, s)| config_check(&dir, "", s, p))
             .collect();
         let unsupported: Vec<&str> = [
-            "tcp", "http", "https", "icmp", "dns", "ntp", "udp", "echo", "stamp", "traceroute",
+            "tcp",
+            "http",
+            "https",
+            "icmp",
+            "dns",
+            "ntp",
+            "udp",
+            "echo",
+            "stamp",
+            "traceroute",
         ]
         .into_iter()
         .filter(|p| !services.iter().any(|(q, _)| q == p))
@@ -530,7 +539,16 @@ impl Lab {
             }
         }
         for p in [
-            "http", "https", "icmp", "dns", "ntp", "tcp", "udp", "echo", "stamp", "traceroute",
+            "http",
+            "https",
+            "icmp",
+            "dns",
+            "ntp",
+            "tcp",
+            "udp",
+            "echo",
+            "stamp",
+            "traceroute",
         ] {
             if query.contains(&format!("protocol=\"{p}\"")) && !self.monitored.contains(p) {
                 missing.push(p.to_string());
