@@ -93,7 +93,8 @@ impl fmt::Display for Reason {
 pub struct Success {
     /// The protocol's latency (see the table in the README).
     pub latency: Duration,
-    /// The round of packets behind it (icmp, echo, stamp), for loss and RTT statistics.
+    /// The round of packets behind it (icmp, echo, stamp; a traceroute's target hop), for loss
+    /// and RTT statistics.
     pub round: Option<Round>,
     /// What the probe saw beyond up and latency, for the status page (a traceroute's path).
     pub detail: Option<String>,
@@ -181,7 +182,8 @@ impl fmt::Display for Failure {
 /// The result of one probe.
 pub type Outcome = Result<Success, Failure>;
 
-/// The round of packets behind an outcome, where the protocol sends rounds (icmp, echo, stamp).
+/// The round of packets behind an outcome, where the protocol sends rounds (icmp, echo, stamp; a
+/// traceroute's target hop).
 pub fn round_of(outcome: &Outcome) -> Option<&Round> {
     match outcome {
         Ok(s) => s.round.as_ref(),

@@ -191,7 +191,7 @@ const INVALID: &[(&str, &[&str])] = &[
     (
         "invalid-discovery-services.yml",
         &[
-            "3:16: unknown protocol `HTPP` (did you mean `HTTP`?); valid protocols: http, https, icmp, dns, ntp, tcp, udp, echo, stamp",
+            "3:16: unknown protocol `HTPP` (did you mean `HTTP`?); valid protocols: http, https, icmp, dns, ntp, tcp, udp, echo, stamp, traceroute",
             "5:16: `icmp` has no port: write `ICMP` without `:22`",
             "8:9: discovery source `/srv/a.json` is listed twice: give one of them a distinct `name:`",
             "11:18: `max_targets` must be a number from 1 to 1000000",
