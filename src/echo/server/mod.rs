@@ -68,6 +68,10 @@ pub struct EchoServer {
     tcp_task: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// Kernel-picked ports tried for `--listen ADDR:0 --tcp` before giving up: each is free for
+/// UDP, and taken for TCP only by chance.
+const PORT_PICKS: u32 = 16;
+
 impl EchoServer {
     /// Binds and starts the server; logs where it listens. `shutdown` stops it when cancelled.
     pub async fn start(
@@ -81,27 +85,39 @@ impl EchoServer {
             addr: settings.listen,
             source,
         };
-        let udp = std::net::UdpSocket::bind(settings.listen).map_err(bind)?;
+        // TCP takes the same port as UDP, even when the configured port was 0: then the
+        // kernel's pick for UDP may be a port some TCP socket holds, and another pick is tried.
+        let picks = if settings.listen.port() == 0 && settings.tcp {
+            PORT_PICKS
+        } else {
+            1
+        };
+        let mut attempt = 0;
+        let (udp, tcp) = loop {
+            attempt += 1;
+            let udp = std::net::UdpSocket::bind(settings.listen).map_err(bind)?;
+            if !settings.tcp {
+                break (udp, None);
+            }
+            let addr = udp.local_addr().map_err(bind)?;
+            match TcpListener::bind(addr).await {
+                Ok(l) => break (udp, Some(l)),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempt < picks => {}
+                Err(source) => {
+                    return Err(ServerError::Bind {
+                        proto: "tcp",
+                        addr,
+                        source,
+                    });
+                }
+            }
+        };
         // The thread wakes this often to see whether it should stop.
         udp.set_read_timeout(Some(POLL)).map_err(bind)?;
         // Room for bursts while the thread is busy echoing the previous batch.
         let _ = socket2::SockRef::from(&udp).set_recv_buffer_size(4 << 20);
         let udp_addr = udp.local_addr().map_err(bind)?;
         let token = shutdown.child_token();
-        let tcp = if settings.tcp {
-            // The same port as UDP, even when the configured port was 0.
-            let addr = udp_addr;
-            let l = TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    proto: "tcp",
-                    addr,
-                    source,
-                })?;
-            Some(l)
-        } else {
-            None
-        };
         let tcp_addr = tcp.as_ref().and_then(|l| l.local_addr().ok());
         let (done_tx, udp_done) = tokio::sync::oneshot::channel();
         let policy = Policy::new(settings.clone());

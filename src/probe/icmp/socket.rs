@@ -243,6 +243,10 @@ impl IcmpSocket {
         };
         let (kind, raw) = open_socket(family, hint).map_err(fail)?;
         raw.set_nonblocking(true).map_err(fail)?;
+        // A raw socket is handed every ICMP message the host gets, and all services share
+        // this one: a burst while the receive loop waits for a core must not push out our
+        // replies. The kernel caps it at net.core.rmem_max; a smaller buffer only costs that.
+        let _ = raw.set_recv_buffer_size(4 << 20);
         let kernel_stamps = rxtime::enable(&raw);
         // The socket registers with the reactor of the current runtime: ours.
         let socket = {
