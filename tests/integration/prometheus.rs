@@ -227,7 +227,7 @@ fn a_real_prometheus_answers_every_dashboard_query_with_data() {
                     .monitored
                     .iter()
                     .map(|s| s.as_str())
-                    .filter(|s| *s != "echo_server" && *s != "stamp_reflector")
+                    .filter(|s| !NOT_PROTOCOLS.contains(s))
                     .collect(),
             };
             for w in want {
@@ -333,6 +333,9 @@ fn substitute(expr: &str, vars: &[(&str, &str)]) -> String {
     q
 }
 
+/// What the lab can monitor that is not a protocol of a service: hosted servers, discovery.
+const NOT_PROTOCOLS: [&str; 3] = ["echo_server", "stamp_reflector", "discovery"];
+
 /// Which protocols produce a family only they have (the common families come from all).
 const PRODUCERS: &[(&str, &[&str])] = &[
     ("netmon_rtt_seconds", &["icmp", "echo", "stamp"]),
@@ -351,6 +354,7 @@ const PRODUCERS: &[(&str, &[&str])] = &[
     ("netmon_echo_server_", &["echo_server"]),
     ("netmon_stamp_reflector_packets", &["stamp_reflector"]),
     ("netmon_stamp_", &["stamp"]),
+    ("netmon_discovery_", &["discovery"]),
 ];
 
 // ------------------------------------------------------------------------------------- lab
@@ -426,6 +430,14 @@ impl Lab {
             ),
         ];
         let mut candidates = candidates;
+        // A file_sd source giving one more loopback address, for the discovery panels.
+        let sd = dir.path().join("lab-sd.json");
+        std::fs::write(&sd, "[{\"targets\": [\"127.0.0.2\"]}]").unwrap();
+        let discovery = format!(
+            "discovery: [{{ file: \"{}\", name: lab, interval: 1s, services: [\"TCP:{closed}\"] }}]\n",
+            sd.display()
+        );
+        let discovers = config_check(&dir, &discovery, "\"TCP:1\"", "discovery");
         if stamp_hosted {
             candidates.push((
                 "stamp",
@@ -468,6 +480,9 @@ impl Lab {
             if stamp_hosted && services.iter().any(|(p, _)| *p == "stamp") {
                 cfg.push_str(&stamp_reflector);
             }
+            if discovers {
+                cfg.push_str(&discovery);
+            }
             cfg.push_str("targets:\n  127.0.0.1:\n    labels: { site: test }\n    services:\n");
             cfg.push_str(&format!("      - \"TCP:{closed}\"\n"));
             for (_, s) in &services {
@@ -500,6 +515,9 @@ impl Lab {
         if stamp_hosted && monitored.contains("stamp") {
             monitored.insert("stamp_reflector".into());
         }
+        if discovers {
+            monitored.insert("discovery".into());
+        }
         say(&format!(
             "netmon under test monitors: {}",
             monitored.iter().cloned().collect::<Vec<_>>().join(", ")
@@ -518,7 +536,7 @@ impl Lab {
         for p in self
             .monitored
             .iter()
-            .filter(|p| *p != "echo_server" && *p != "stamp_reflector")
+            .filter(|p| !NOT_PROTOCOLS.contains(&p.as_str()))
         {
             self.netmon.wait_metric(
                 "netmon_probes_total",
@@ -559,8 +577,8 @@ impl Lab {
 }
 
 /// Whether `netmon config check` accepts `service` (with `top` keys above `targets`). "Not
-/// supported yet" and an unknown `echo_server` or `stamp_reflector` key mean no; any other
-/// error is a bug here.
+/// supported yet" and an unknown `echo_server`, `stamp_reflector` or `discovery` key mean no;
+/// any other error is a bug here.
 fn config_check(dir: &tempfile::TempDir, top: &str, service: &str, what: &str) -> bool {
     let path = dir.path().join(format!("check-{what}.yml"));
     std::fs::write(
@@ -579,7 +597,8 @@ fn config_check(dir: &tempfile::TempDir, top: &str, service: &str, what: &str) -
     assert!(
         out.contains("not supported yet")
             || out.contains("unknown key `echo_server`")
-            || out.contains("unknown key `stamp_reflector`"),
+            || out.contains("unknown key `stamp_reflector`")
+            || out.contains("unknown key `discovery`"),
         "netmon config check refused the {what} service {service}:\n{out}"
     );
     false
