@@ -88,23 +88,107 @@ pub struct LastReload {
     pub error: Option<String>,
 }
 
-/// The echo server `serve` hosts for the config's `echo_server:`, restarted by a reload only
-/// when its settings change.
-#[derive(Debug, Default)]
-struct HostedEcho {
-    /// Its families in the main registry; `None` when this reloader hosts no echo server.
-    metrics: Option<crate::echo::server::metrics::Metrics>,
-    running: Option<EchoServer>,
+/// A server `serve` hosts beside the probes (the echo server, the STAMP reflector), restarted
+/// by a reload only when its settings change.
+trait Server: Sized + Send {
+    /// Its section of the config.
+    type Settings: Clone + PartialEq + Send + Sync;
+    /// Its families in the main registry.
+    type Metrics: Clone + Send + Sync;
+    /// What it is called in errors.
+    const NAME: &'static str;
+
+    /// Binds and starts it.
+    fn start(
+        settings: Self::Settings,
+        metrics: &Self::Metrics,
+        shutdown: &CancellationToken,
+    ) -> impl Future<Output = Result<Self, String>> + Send;
+
+    /// The settings it runs with.
+    fn settings(&self) -> &Self::Settings;
+
+    /// Stops it and waits until its sockets are closed.
+    fn stop(self) -> impl Future<Output = ()> + Send;
+}
+
+impl Server for EchoServer {
+    type Settings = crate::echo::settings::Settings;
+    type Metrics = crate::echo::server::metrics::Metrics;
+    const NAME: &'static str = "echo server";
+
+    async fn start(
+        settings: Self::Settings,
+        metrics: &Self::Metrics,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, String> {
+        EchoServer::start(settings, metrics, shutdown)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn settings(&self) -> &Self::Settings {
+        EchoServer::settings(self)
+    }
+
+    async fn stop(self) {
+        EchoServer::stop(self).await
+    }
+}
+
+impl Server for StampReflector {
+    type Settings = crate::stamp::settings::Settings;
+    type Metrics = crate::stamp::reflector::Metrics;
+    const NAME: &'static str = "stamp reflector";
+
+    async fn start(
+        settings: Self::Settings,
+        metrics: &Self::Metrics,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, String> {
+        StampReflector::start(settings, metrics, shutdown)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn settings(&self) -> &Self::Settings {
+        StampReflector::settings(self)
+    }
+
+    async fn stop(self) {
+        StampReflector::stop(self).await
+    }
+}
+
+/// A hosted [`Server`] and what it needs to start again.
+#[derive(Debug)]
+struct Hosted<S: Server> {
+    /// Its families in the main registry; `None` when this reloader hosts no such server.
+    metrics: Option<S::Metrics>,
+    running: Option<S>,
     shutdown: CancellationToken,
 }
 
-impl HostedEcho {
+impl<S: Server> Default for Hosted<S> {
+    fn default() -> Self {
+        Hosted {
+            metrics: None,
+            running: None,
+            shutdown: CancellationToken::new(),
+        }
+    }
+}
+
+/// The echo server hosted for the config's `echo_server:`.
+type HostedEcho = Hosted<EchoServer>;
+
+/// The STAMP reflector hosted for the config's `stamp_reflector:`.
+type HostedStamp = Hosted<StampReflector>;
+
+impl<S: Server> Hosted<S> {
     /// Makes the running server match `want`. On failure the previous server is started
-    /// again, so a refused reload leaves the echo server as it was.
-    async fn apply(
-        &mut self,
-        want: Option<&crate::echo::settings::Settings>,
-    ) -> Result<(), String> {
+    /// again, so a refused reload leaves it as it was.
+    async fn apply(&mut self, want: Option<&S::Settings>) -> Result<(), String> {
         let Some(metrics) = self.metrics.clone() else {
             return Ok(());
         };
@@ -119,70 +203,19 @@ impl HostedEcho {
         let Some(settings) = want else {
             return Ok(());
         };
-        match EchoServer::start(settings.clone(), &metrics, &self.shutdown).await {
+        match S::start(settings.clone(), &metrics, &self.shutdown).await {
             Ok(server) => {
                 self.running = Some(server);
                 Ok(())
             }
             Err(e) => {
-                let mut message = format!("echo server: {e}");
+                let mut message = format!("{}: {e}", S::NAME);
                 if let Some(old) = before {
-                    match EchoServer::start(old, &metrics, &self.shutdown).await {
+                    match S::start(old, &metrics, &self.shutdown).await {
                         Ok(server) => self.running = Some(server),
                         Err(again) => message.push_str(&format!(
-                            "; the previous echo server could not be started again either: {again}"
-                        )),
-                    }
-                }
-                Err(message)
-            }
-        }
-    }
-}
-
-/// The STAMP reflector `serve` hosts for the config's `stamp_reflector:`, restarted by a
-/// reload only when its settings change.
-#[derive(Debug, Default)]
-struct HostedStamp {
-    /// Its families in the main registry; `None` when this reloader hosts no reflector.
-    metrics: Option<crate::stamp::reflector::Metrics>,
-    running: Option<StampReflector>,
-    shutdown: CancellationToken,
-}
-
-impl HostedStamp {
-    /// Makes the running reflector match `want`. On failure the previous reflector is started
-    /// again, so a refused reload leaves it as it was.
-    async fn apply(
-        &mut self,
-        want: Option<&crate::stamp::settings::Settings>,
-    ) -> Result<(), String> {
-        let Some(metrics) = self.metrics.clone() else {
-            return Ok(());
-        };
-        let before = self.running.as_ref().map(|s| s.settings().clone());
-        if before.as_ref() == want {
-            return Ok(());
-        }
-        // The new reflector may want the old one's port: stop it first.
-        if let Some(old) = self.running.take() {
-            old.stop().await;
-        }
-        let Some(settings) = want else {
-            return Ok(());
-        };
-        match StampReflector::start(settings.clone(), &metrics, &self.shutdown).await {
-            Ok(r) => {
-                self.running = Some(r);
-                Ok(())
-            }
-            Err(e) => {
-                let mut message = format!("stamp reflector: {e}");
-                if let Some(old) = before {
-                    match StampReflector::start(old, &metrics, &self.shutdown).await {
-                        Ok(r) => self.running = Some(r),
-                        Err(again) => message.push_str(&format!(
-                            "; the previous stamp reflector could not be started again either: {again}"
+                            "; the previous {} could not be started again either: {again}",
+                            S::NAME
                         )),
                     }
                 }
