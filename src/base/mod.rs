@@ -11,6 +11,7 @@ pub mod quality;
 pub mod resolve;
 pub mod round;
 pub mod rxtime;
+pub mod series;
 pub mod shard;
 pub mod udp;
 pub mod values;

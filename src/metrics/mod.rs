@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::base::labels::{FGauge, Labels, with_label};
+use crate::base::labels::{FGauge, Labels};
+use crate::base::series::{
+    self, Counter, Family, Format, Gauge as FloatGauge, Kind, LabelText, Rows, Sheet, Writer,
+};
 
 pub mod discovery;
 mod encoder;
@@ -21,8 +24,7 @@ pub use encoder::{EncodeError, Encoder, Encoding, GZIP_LEVEL, gzip};
 
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
@@ -38,54 +40,140 @@ pub const REVISION: &str = match option_env!("NETMON_GIT_REVISION") {
     None => "unknown",
 };
 
-/// The common families every probe writes through the runner.
+/// The common families every probe writes through the runner, one row per service, written
+/// by [`series::Writer`] rather than prometheus-client: at 100,000 services these five
+/// families alone are half a million lines.
 #[derive(Debug, Clone, Default)]
 pub struct Common {
-    up: Family<Labels, FGauge>,
-    latency: Family<Labels, FGauge>,
-    duration: Family<Labels, FGauge>,
-    probes: Family<Labels, Counter>,
-    failures: Family<Labels, Counter>,
-    last: Family<Labels, FGauge>,
+    rows: Rows<ServiceSeries>,
 }
 
-/// One service's handles into the common families.
-#[derive(Debug, Clone)]
-pub struct ServiceMetrics {
-    labels: Labels,
-    common: Common,
+const UP: Family = Family {
+    name: "netmon_up",
+    help: "Whether the last probe of the service succeeded (1) or not (0)",
+    unit: None,
+    kind: Kind::Gauge,
+};
+const LATENCY: Family = Family {
+    name: "netmon_latency",
+    help: "Latency of the last successful probe; what it measures depends on the protocol",
+    unit: Some("seconds"),
+    kind: Kind::Gauge,
+};
+const DURATION: Family = Family {
+    name: "netmon_probe_duration",
+    help: "Wall time of the last probe, failed or not",
+    unit: Some("seconds"),
+    kind: Kind::Gauge,
+};
+const PROBES: Family = Family {
+    name: "netmon_probes",
+    help: "Probes run",
+    unit: None,
+    kind: Kind::Counter,
+};
+const FAILURES: Family = Family {
+    name: "netmon_probe_failures",
+    help: "Failed probes by reason",
+    unit: None,
+    kind: Kind::Counter,
+};
+const LAST: Family = Family {
+    name: "netmon_last_probe_timestamp",
+    help: "Unix time when the last probe finished",
+    unit: Some("seconds"),
+    kind: Kind::Gauge,
+};
+
+/// One service's series in the common families.
+#[derive(Debug, Default)]
+pub struct ServiceSeries {
     /// `netmon_up`.
-    pub up: FGauge,
+    pub up: FloatGauge,
     /// `netmon_latency_seconds`.
-    pub latency: FGauge,
+    pub latency: FloatGauge,
     /// `netmon_probe_duration_seconds`.
-    pub duration: FGauge,
+    pub duration: FloatGauge,
     /// `netmon_probes_total`.
     pub probes: Counter,
     /// `netmon_last_probe_timestamp_seconds`.
-    pub last: FGauge,
+    pub last: FloatGauge,
+    /// `netmon_probe_failures_total{reason}`, by [`Reason::ALL`] index; a reason's series
+    /// exists once it has counted one.
+    failures: [Counter; Reason::ALL.len()],
+}
+
+impl Sheet for Common {
+    fn write(&self, w: &mut Writer<'_>) {
+        let rows = self.rows.read();
+        if rows.is_empty() {
+            return;
+        }
+        type Value = fn(&ServiceSeries) -> f64;
+        let gauges: [(&Family, Value); 3] = [
+            (&UP, |s| s.up.get()),
+            (&LATENCY, |s| s.latency.get()),
+            (&DURATION, |s| s.duration.get()),
+        ];
+        // Registration order of the families before they had a writer of their own.
+        for (family, value) in gauges {
+            w.head(family);
+            for (labels, s) in rows.iter() {
+                w.gauge(family, labels, value(s));
+            }
+        }
+        w.head(&PROBES);
+        for (labels, s) in rows.iter() {
+            w.counter(&PROBES, labels, None, s.probes.get());
+        }
+        let failed = |s: &ServiceSeries| s.failures.iter().any(|c| c.get() > 0);
+        if rows.values().any(|s| failed(s)) {
+            w.head(&FAILURES);
+            for (labels, s) in rows.iter() {
+                for (reason, c) in Reason::ALL.iter().zip(&s.failures) {
+                    let n = c.get();
+                    if n > 0 {
+                        w.counter(&FAILURES, labels, Some(("reason", reason.as_str())), n);
+                    }
+                }
+            }
+        }
+        w.head(&LAST);
+        for (labels, s) in rows.iter() {
+            w.gauge(&LAST, labels, s.last.get());
+        }
+    }
+}
+
+/// One service's handle into the common families: its row, read by the fields of
+/// [`ServiceSeries`] (`metrics.up.set(1.0)`).
+#[derive(Debug, Clone)]
+pub struct ServiceMetrics {
+    labels: Labels,
+    key: LabelText,
+    common: Common,
+    series: Arc<ServiceSeries>,
+}
+
+impl std::ops::Deref for ServiceMetrics {
+    type Target = ServiceSeries;
+
+    fn deref(&self) -> &ServiceSeries {
+        &self.series
+    }
 }
 
 impl ServiceMetrics {
     /// Counts one failure for `reason`.
     pub fn failed(&self, reason: Reason) {
-        self.common
-            .failures
-            .get_or_create(&with_label(&self.labels, "reason", reason.as_str()))
-            .inc();
+        if let Some(i) = Reason::ALL.iter().position(|r| *r == reason) {
+            self.series.failures[i].inc();
+        }
     }
 
     /// Removes every series of this service from the common families.
     pub fn remove(&self) {
-        let c = &self.common;
-        for f in [&c.up, &c.latency, &c.duration, &c.last] {
-            f.remove(&self.labels);
-        }
-        c.probes.remove(&self.labels);
-        for r in Reason::ALL {
-            c.failures
-                .remove(&with_label(&self.labels, "reason", r.as_str()));
-        }
+        self.common.rows.remove(&self.key);
     }
 
     /// The service's label set.
@@ -121,6 +209,8 @@ pub struct Metrics {
     pub stamp_reflector: crate::stamp::reflector::Metrics,
     /// `netmon_discovery_*`: one series per `discovery:` source.
     pub discovery: discovery::Metrics,
+    /// The family sets that write their own text: the common families, then the probes'.
+    sheets: Vec<Arc<dyn Sheet>>,
     /// Size of the last encoding: the next one reserves that much up front instead of
     /// growing (and copying) its buffer a dozen times on the way to megabytes.
     last_size: AtomicUsize,
@@ -139,35 +229,6 @@ impl Metrics {
         let in_flight = Gauge::default();
         let shard_services = Gauge::default();
         let ns = registry.sub_registry_with_prefix("netmon");
-        ns.register(
-            "up",
-            "Whether the last probe of the service succeeded (1) or not (0)",
-            common.up.clone(),
-        );
-        ns.register_with_unit(
-            "latency",
-            "Latency of the last successful probe; what it measures depends on the protocol",
-            Unit::Seconds,
-            common.latency.clone(),
-        );
-        ns.register_with_unit(
-            "probe_duration",
-            "Wall time of the last probe, failed or not",
-            Unit::Seconds,
-            common.duration.clone(),
-        );
-        ns.register("probes", "Probes run", common.probes.clone());
-        ns.register(
-            "probe_failures",
-            "Failed probes by reason",
-            common.failures.clone(),
-        );
-        ns.register_with_unit(
-            "last_probe_timestamp",
-            "Unix time when the last probe finished",
-            Unit::Seconds,
-            common.last.clone(),
-        );
         ns.register(
             "build",
             "netmon version and git revision",
@@ -203,8 +264,11 @@ impl Metrics {
         let echo_server = crate::echo::server::metrics::Metrics::register(ns);
         let stamp_reflector = crate::stamp::reflector::Metrics::register(ns);
         let discovery = discovery::Metrics::register(ns);
+        let mut sheets: Vec<Arc<dyn Sheet>> = vec![Arc::new(common.clone())];
+        sheets.extend(probe.sheets());
         Metrics {
             registry,
+            sheets,
             common,
             probe,
             reload_ok,
@@ -221,15 +285,13 @@ impl Metrics {
 
     /// Creates a service's series (so they exist before its first result) and returns handles.
     pub fn service(&self, labels: Labels) -> ServiceMetrics {
-        let c = &self.common;
+        let key = LabelText::new(&labels);
+        let series = self.common.rows.get_or_create(&key, ServiceSeries::default);
         ServiceMetrics {
-            up: c.up.get_or_create_owned(&labels),
-            latency: c.latency.get_or_create_owned(&labels),
-            duration: c.duration.get_or_create_owned(&labels),
-            probes: c.probes.get_or_create_owned(&labels),
-            last: c.last.get_or_create_owned(&labels),
-            common: c.clone(),
             labels,
+            key,
+            common: self.common.clone(),
+            series,
         }
     }
 
@@ -245,11 +307,12 @@ impl Metrics {
     pub fn encode(&self, openmetrics: bool) -> Result<String, std::fmt::Error> {
         let hint = self.last_size.load(Ordering::Relaxed);
         let mut out = String::with_capacity((hint + hint / 8).max(64 * 1024));
-        if openmetrics {
-            prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        let format = if openmetrics {
+            Format::OpenMetrics
         } else {
-            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
-        }
+            Format::Prometheus
+        };
+        series::encode(&mut out, &self.registry, &self.sheets, format)?;
         self.last_size.store(out.len(), Ordering::Relaxed);
         Ok(out)
     }

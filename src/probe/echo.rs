@@ -313,7 +313,7 @@ mod tests {
         }
     }
 
-    fn probe(options: Options) -> (EchoProbe, Registry) {
+    fn probe(options: Options) -> (EchoProbe, (Registry, ProbeMetrics)) {
         let mut reg = Registry::default();
         let metrics = ProbeMetrics::register(&mut reg);
         let labels: Labels = vec![("service".into(), "echo".into())];
@@ -326,7 +326,7 @@ mod tests {
             },
             &metrics.echo,
         );
-        (p, reg)
+        (p, (reg, metrics))
     }
 
     fn target() -> Target {
@@ -335,10 +335,8 @@ mod tests {
         }
     }
 
-    fn text(reg: &Registry) -> String {
-        let mut t = String::new();
-        prometheus_client::encoding::text::encode(&mut t, reg).unwrap();
-        t
+    fn text(reg: &(Registry, ProbeMetrics)) -> String {
+        reg.1.encode_with(&reg.0)
     }
 
     /// A reflector that applies `f` to each datagram and sends back what it returns.
@@ -380,7 +378,7 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("packet_loss_ratio{service=\"echo\"} 0.0"), "{t}");
-        assert!(t.contains("\nmos{service=\"echo\"} 4."), "{t}");
+        assert!(t.contains("\nnetmon_mos{service=\"echo\"} 4."), "{t}");
         p.forget();
         assert!(!text(&preg).contains("service=\"echo\""));
         server.stop().await;
@@ -429,8 +427,8 @@ mod tests {
         assert_eq!(e.reason, Reason::Timeout, "{e}");
         let t = text(&reg);
         assert!(t.contains("packet_loss_ratio{service=\"echo\"} 1.0"), "{t}");
-        assert!(t.contains("\nr_factor{service=\"echo\"} 0.0"), "{t}");
-        assert!(t.contains("\nmos{service=\"echo\"} 1.0"), "{t}");
+        assert!(t.contains("\nnetmon_r_factor{service=\"echo\"} 0.0"), "{t}");
+        assert!(t.contains("\nnetmon_mos{service=\"echo\"} 1.0"), "{t}");
 
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = s.local_addr().unwrap().port();

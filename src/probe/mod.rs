@@ -101,6 +101,8 @@ macro_rules! protocols {
                 #[doc = concat!("The families of `", stringify!($field), "`.")]
                 pub $field: <$module::$def as Definition>::Metrics,
             )+)+
+            /// The sets' families that write their own text, each set once.
+            sheets: Vec<Arc<dyn crate::base::series::Sheet>>,
         }
 
         impl ProbeMetrics {
@@ -108,9 +110,34 @@ macro_rules! protocols {
             /// `netmon`).
             pub fn register(registry: &mut prometheus_client::registry::Registry) -> Self {
                 let mut registered = Registered::default();
+                $($( let $field = registered.get(registry); )+)+
                 ProbeMetrics {
-                    $($( $field: registered.get(registry), )+)+
+                    $($( $field, )+)+
+                    sheets: registered.into_sheets(),
                 }
+            }
+
+            /// The families that write their own text, for the exposition to append after
+            /// the registry's.
+            pub fn sheets(&self) -> Vec<Arc<dyn crate::base::series::Sheet>> {
+                self.sheets.clone()
+            }
+
+            /// `registry` and these families in OpenMetrics, for the probes' tests.
+            #[cfg(test)]
+            pub(crate) fn encode_with(
+                &self,
+                registry: &prometheus_client::registry::Registry,
+            ) -> String {
+                let mut text = String::new();
+                crate::base::series::encode(
+                    &mut text,
+                    registry,
+                    &self.sheets,
+                    crate::base::series::Format::OpenMetrics,
+                )
+                .unwrap_or_else(|e| panic!("encoding: {e}"));
+                text
             }
         }
 

@@ -6,24 +6,21 @@
 //! report alike.
 //!
 //! Each service chooses its RTT buckets (`rtt_buckets:`) or has no histogram at all
-//! (`rtt_histogram: false`). prometheus-client gives every series of a `Family` the buckets of
-//! the family's one constructor, so `netmon_rtt_seconds` is a family of our own
-//! ([`RttFamily`]): one name, one `# TYPE` line, and each series with the buckets its service
-//! was started with. The exposition formats allow that: buckets are per series.
+//! (`rtt_histogram: false`). The families are written by netmon's own exposition writer
+//! (`base::series`): they are most of the lines of a scrape at scale, and the writer renders
+//! a service's labels once instead of once per line; it also lets each series of
+//! `netmon_rtt_seconds` carry its own buckets under one `# TYPE` line.
 
-use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::{MetricType, TypedMetric};
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::Registry;
 
-use crate::base::labels::{FGauge, Labels};
+use crate::base::labels::Labels;
 use crate::base::quality::Quality;
 use crate::base::round::Round;
+use crate::base::series::{
+    Counter, Family, Gauge, Histogram, Kind, LabelText, Rows, Sheet, Writer,
+};
 use crate::probe::shape::Families;
 
 /// The RTT buckets (upper bounds, seconds) of a service that sets none: 0.1 ms doubling to
@@ -43,141 +40,151 @@ const fn doubling<const N: usize>(start: f64) -> [f64; N] {
 /// The most buckets `rtt_buckets:` may list: each is a series per service.
 pub const MAX_RTT_BUCKETS: usize = 32;
 
-/// `netmon_rtt_seconds`: a histogram family whose series each carry their own buckets.
+const RTT: Family = Family {
+    name: "netmon_rtt",
+    help: "Round-trip time of each reply",
+    unit: Some("seconds"),
+    kind: Kind::Histogram,
+};
+const SENT: Family = Family {
+    name: "netmon_packets_sent",
+    help: "Packets sent by packet probes",
+    unit: None,
+    kind: Kind::Counter,
+};
+const RECEIVED: Family = Family {
+    name: "netmon_packets_received",
+    help: "Valid replies received by packet probes",
+    unit: None,
+    kind: Kind::Counter,
+};
+const LOSS: Family = Family {
+    name: "netmon_packet_loss_ratio",
+    help: "Share of packets lost in the last round (0 to 1)",
+    unit: None,
+    kind: Kind::Gauge,
+};
+const JITTER: Family = Family {
+    name: "netmon_rtt_jitter",
+    help: "Mean absolute difference of consecutive RTTs in the last round",
+    unit: Some("seconds"),
+    kind: Kind::Gauge,
+};
+const R_FACTOR: Family = Family {
+    name: "netmon_r_factor",
+    help: "E-model R-factor of the last round (0 to 100), from mean RTT, jitter and loss as check_icmp computes it",
+    unit: None,
+    kind: Kind::Gauge,
+};
+const MOS: Family = Family {
+    name: "netmon_mos",
+    help: "Mean opinion score of the last round (1 to 4.5), from its R-factor",
+    unit: None,
+    kind: Kind::Gauge,
+};
+
+/// One service's packet series.
+#[derive(Debug)]
+struct Series {
+    /// `None` with `rtt_histogram: false`.
+    rtt: Option<Histogram>,
+    sent: Counter,
+    received: Counter,
+    loss: Gauge,
+    jitter: Gauge,
+    r_factor: Gauge,
+    mos: Gauge,
+}
+
+/// The packet families: `netmon_rtt_seconds`, `netmon_packets_{sent,received}_total`,
+/// `netmon_packet_loss_ratio`, `netmon_rtt_jitter_seconds`, `netmon_r_factor` and
+/// `netmon_mos`, one row per service, written by [`series::Writer`] (a [`Sheet`]).
+///
+/// Each series of `netmon_rtt_seconds` carries the buckets its service was started with; the
+/// exposition formats allow that: buckets are per series.
 #[derive(Debug, Clone, Default)]
-pub struct RttFamily(Arc<RwLock<HashMap<Labels, Histogram>>>);
-
-impl RttFamily {
-    /// The series of `labels`, created with `buckets` if it does not exist yet.
-    fn get_or_create(&self, labels: &Labels, buckets: &[f64]) -> Histogram {
-        if let Some(h) = self
-            .0
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(labels)
-        {
-            return h.clone();
-        }
-        self.0
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(labels.clone())
-            .or_insert_with(|| Histogram::new(buckets.iter().copied()))
-            .clone()
-    }
-
-    fn remove(&self, labels: &Labels) {
-        self.0
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(labels);
-    }
-}
-
-impl TypedMetric for RttFamily {
-    const TYPE: MetricType = MetricType::Histogram;
-}
-
-impl EncodeMetric for RttFamily {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let series = self.0.read().unwrap_or_else(PoisonError::into_inner);
-        for (labels, h) in series.iter() {
-            h.encode(encoder.encode_family(labels)?)?;
-        }
-        Ok(())
-    }
-
-    fn metric_type(&self) -> MetricType {
-        MetricType::Histogram
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_empty()
-    }
-}
-
-/// The packet families, registered once.
-#[derive(Debug, Clone)]
 pub struct Metrics {
-    rtt: RttFamily,
-    sent: Family<Labels, Counter>,
-    received: Family<Labels, Counter>,
-    loss: Family<Labels, FGauge>,
-    jitter: Family<Labels, FGauge>,
-    r_factor: Family<Labels, FGauge>,
-    mos: Family<Labels, FGauge>,
+    rows: Rows<Series>,
+    /// The bounds of the last series made, shared by the next one with the same bounds, so
+    /// 100,000 services with the default buckets hold one copy of them.
+    bounds: Arc<Mutex<Option<Arc<[f64]>>>>,
 }
 
 impl Metrics {
-    /// Registers `netmon_rtt_seconds`, `netmon_packets_{sent,received}_total`,
-    /// `netmon_packet_loss_ratio`, `netmon_rtt_jitter_seconds`, `netmon_r_factor` and
-    /// `netmon_mos`.
-    pub fn register(registry: &mut Registry) -> Self {
-        let m = Metrics {
-            rtt: RttFamily::default(),
-            sent: Family::default(),
-            received: Family::default(),
-            loss: Family::default(),
-            jitter: Family::default(),
-            r_factor: Family::default(),
-            mos: Family::default(),
-        };
-        registry.register_with_unit(
-            "rtt",
-            "Round-trip time of each reply",
-            Unit::Seconds,
-            m.rtt.clone(),
-        );
-        registry.register(
-            "packets_sent",
-            "Packets sent by packet probes",
-            m.sent.clone(),
-        );
-        registry.register(
-            "packets_received",
-            "Valid replies received by packet probes",
-            m.received.clone(),
-        );
-        registry.register(
-            "packet_loss_ratio",
-            "Share of packets lost in the last round (0 to 1)",
-            m.loss.clone(),
-        );
-        registry.register_with_unit(
-            "rtt_jitter",
-            "Mean absolute difference of consecutive RTTs in the last round",
-            Unit::Seconds,
-            m.jitter.clone(),
-        );
-        registry.register(
-            "r_factor",
-            "E-model R-factor of the last round (0 to 100), from mean RTT, jitter and loss as check_icmp computes it",
-            m.r_factor.clone(),
-        );
-        registry.register(
-            "mos",
-            "Mean opinion score of the last round (1 to 4.5), from its R-factor",
-            m.mos.clone(),
-        );
-        m
+    /// The packet families; they register nothing with prometheus-client, the exposition
+    /// writes them from [`Families::sheet`].
+    pub fn register(_registry: &mut Registry) -> Self {
+        Metrics::default()
+    }
+
+    fn shared_bounds(&self, buckets: &[f64]) -> Arc<[f64]> {
+        let mut last = self.bounds.lock().unwrap_or_else(PoisonError::into_inner);
+        match last.as_ref() {
+            Some(b) if **b == *buckets => b.clone(),
+            _ => {
+                let b: Arc<[f64]> = Arc::from(buckets);
+                *last = Some(b.clone());
+                b
+            }
+        }
     }
 
     /// Creates one service's series and returns its handles; `rtt_buckets` are the upper
     /// bounds of its RTT histogram, `None` for a service without one.
     pub fn handles(&self, labels: &Labels, rtt_buckets: Option<&[f64]>) -> Handles {
+        let key = LabelText::new(labels);
+        let series = self.rows.get_or_create(&key, || Series {
+            rtt: rtt_buckets.map(|b| Histogram::new(self.shared_bounds(b))),
+            sent: Counter::default(),
+            received: Counter::default(),
+            loss: Gauge::default(),
+            jitter: Gauge::default(),
+            r_factor: Gauge::default(),
+            mos: Gauge::default(),
+        });
         Handles {
-            rtt: rtt_buckets.map(|b| self.rtt.get_or_create(labels, b)),
-            sent: self.sent.get_or_create_owned(labels),
-            received: self.received.get_or_create_owned(labels),
-            loss: self.loss.get_or_create_owned(labels),
-            jitter: self.jitter.get_or_create_owned(labels),
-            r_factor: self.r_factor.get_or_create_owned(labels),
-            mos: self.mos.get_or_create_owned(labels),
-            labels: labels.clone(),
-            families: self.clone(),
+            key,
+            rows: self.rows.clone(),
+            series,
+        }
+    }
+}
+
+impl Sheet for Metrics {
+    fn write(&self, w: &mut Writer<'_>) {
+        let rows = self.rows.read();
+        if rows.is_empty() {
+            return;
+        }
+        // The order prometheus-client had them in when they were registered there.
+        if rows.values().any(|s| s.rtt.is_some()) {
+            w.head(&RTT);
+            for (labels, s) in rows.iter() {
+                if let Some(h) = &s.rtt {
+                    w.histogram(&RTT, labels, h);
+                }
+            }
+        }
+        type Count = fn(&Series) -> &Counter;
+        let counters: [(&Family, Count); 2] = [(&SENT, |s| &s.sent), (&RECEIVED, |s| &s.received)];
+        for (family, counter) in counters {
+            w.head(family);
+            for (labels, s) in rows.iter() {
+                w.counter(family, labels, None, counter(s).get());
+            }
+        }
+        type Value = fn(&Series) -> &Gauge;
+        let gauges: [(&Family, Value); 4] = [
+            (&LOSS, |s| &s.loss),
+            (&JITTER, |s| &s.jitter),
+            (&R_FACTOR, |s| &s.r_factor),
+            (&MOS, |s| &s.mos),
+        ];
+        for (family, gauge) in gauges {
+            w.head(family);
+            for (labels, s) in rows.iter() {
+                w.gauge(family, labels, gauge(s).get());
+            }
         }
     }
 }
@@ -186,54 +193,61 @@ impl Families for Metrics {
     fn register(registry: &mut Registry) -> Self {
         Metrics::register(registry)
     }
+
+    fn sheet(&self) -> Option<Arc<dyn Sheet>> {
+        Some(Arc::new(self.clone()))
+    }
 }
 
 /// One service's handles into the packet families.
 #[derive(Debug, Clone)]
 pub struct Handles {
-    labels: Labels,
-    families: Metrics,
-    /// `None` with `rtt_histogram: false`.
-    rtt: Option<Histogram>,
-    sent: Counter,
-    received: Counter,
-    loss: FGauge,
-    jitter: FGauge,
-    r_factor: FGauge,
-    mos: FGauge,
+    key: LabelText,
+    rows: Rows<Series>,
+    series: Arc<Series>,
 }
 
 impl Handles {
     /// Records a finished round.
     pub fn record(&self, round: &Round) {
-        self.sent.inc_by(round.sent);
-        self.received.inc_by(round.rtts.len() as u64);
-        if let Some(rtt) = &self.rtt {
+        let s = &self.series;
+        s.sent.inc_by(round.sent);
+        s.received.inc_by(round.rtts.len() as u64);
+        if let Some(rtt) = &s.rtt {
             for r in &round.rtts {
                 rtt.observe(r.as_secs_f64());
             }
         }
-        self.loss.set(round.loss_ratio());
+        s.loss.set(round.loss_ratio());
         if let Some(j) = round.jitter() {
-            self.jitter.set(j.as_secs_f64());
+            s.jitter.set(j.as_secs_f64());
         }
         if let Some(q) = Quality::of(round) {
-            self.r_factor.set(q.r_factor);
-            self.mos.set(q.mos);
+            s.r_factor.set(q.r_factor);
+            s.mos.set(q.mos);
         }
     }
 
     /// Removes the service's series.
     pub fn remove(&self) {
-        let f = &self.families;
-        f.rtt.remove(&self.labels);
-        f.sent.remove(&self.labels);
-        f.received.remove(&self.labels);
-        f.loss.remove(&self.labels);
-        f.jitter.remove(&self.labels);
-        f.r_factor.remove(&self.labels);
-        f.mos.remove(&self.labels);
+        self.rows.remove(&self.key);
     }
+}
+
+/// The exposition of `registry` plus the packet families of `metrics`, in OpenMetrics, for
+/// the tests of the probes that record into them.
+#[cfg(test)]
+pub(crate) fn encode_for_tests(registry: &Registry, metrics: &Metrics) -> String {
+    let mut text = String::new();
+    let sheets: Vec<Arc<dyn Sheet>> = vec![Arc::new(metrics.clone())];
+    crate::base::series::encode(
+        &mut text,
+        registry,
+        &sheets,
+        crate::base::series::Format::OpenMetrics,
+    )
+    .unwrap_or_else(|e| panic!("encoding: {e}"));
+    text
 }
 
 #[cfg(test)]
@@ -289,8 +303,7 @@ mod tests {
             sent: 2,
             rtts: vec![ms(1), ms(3)],
         });
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+        let text = encode_for_tests(&reg, &m);
         assert!(text.contains("packets_sent_total{host=\"h\"} 2"), "{text}");
         assert!(
             text.contains("rtt_jitter_seconds{host=\"h\"} 0.002"),
@@ -300,24 +313,21 @@ mod tests {
         assert!((value(&text, "r_factor") - 92.8).abs() < 1e-9, "{text}");
         assert!((value(&text, "mos") - 4.401409536).abs() < 1e-9, "{text}");
         h.remove();
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+        let text = encode_for_tests(&reg, &m);
         assert!(!text.contains("host=\"h\""), "{text}");
     }
 
     /// The value of `netmon_<name>{host="h"}` in an exposition.
     fn value(text: &str, name: &str) -> f64 {
-        let prefix = format!("{name}{{host=\"h\"}} ");
+        let prefix = format!("netmon_{name}{{host=\"h\"}} ");
         text.lines()
             .find_map(|l| l.strip_prefix(&prefix))
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no {name} in {text}"))
     }
 
-    fn encode(reg: &Registry) -> String {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, reg).unwrap();
-        text
+    fn encode(reg: &Registry, m: &Metrics) -> String {
+        encode_for_tests(reg, m)
     }
 
     #[test]
@@ -332,7 +342,7 @@ mod tests {
             sent: 3,
             rtts: vec![],
         });
-        let text = encode(&reg);
+        let text = encode(&reg, &m);
         assert_eq!(value(&text, "r_factor"), 0.0, "{text}");
         assert_eq!(value(&text, "mos"), 1.0, "{text}");
         // A round that sent nothing has nothing to judge and keeps the last estimate.
@@ -341,7 +351,7 @@ mod tests {
             rtts: vec![ms(30)],
         });
         h.record(&Round::default());
-        let text = encode(&reg);
+        let text = encode(&reg, &m);
         assert!((value(&text, "r_factor") - 92.2).abs() < 1e-9, "{text}");
         assert!(!text.contains("NaN"), "{text}");
     }
@@ -352,10 +362,8 @@ mod rtt_tests {
     use super::*;
     use std::time::Duration;
 
-    fn encode(reg: &Registry) -> String {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, reg).unwrap();
-        text
+    fn encode(reg: &Registry, m: &Metrics) -> String {
+        encode_for_tests(reg, m)
     }
 
     #[test]
@@ -382,16 +390,17 @@ mod rtt_tests {
         m.handles(&b, Some(&DEFAULT_RTT_BUCKETS)).record(&round);
         let h = m.handles(&off, None);
         h.record(&round);
-        let text = encode(&reg);
+        let text = encode(&reg, &m);
         assert_eq!(
-            text.matches("# TYPE rtt_seconds histogram").count(),
+            text.matches("# TYPE netmon_rtt_seconds histogram").count(),
             1,
             "{text}"
         );
         let buckets = |svc: &str| {
             text.lines()
                 .filter(|l| {
-                    l.starts_with("rtt_seconds_bucket") && l.contains(&format!("service=\"{svc}\""))
+                    l.starts_with("netmon_rtt_seconds_bucket")
+                        && l.contains(&format!("service=\"{svc}\""))
                 })
                 .count()
         };
@@ -409,7 +418,7 @@ mod rtt_tests {
         );
         h.remove();
         m.handles(&a, None).remove();
-        let text = encode(&reg);
+        let text = encode(&reg, &m);
         assert!(!text.contains("service=\"a\""), "{text}");
         assert!(text.contains("service=\"b\""), "{text}");
     }

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use crate::base::hint::did_you_mean;
 use crate::base::labels::Labels;
 use crate::base::outcome::{Outcome, Target};
+use crate::base::series::Sheet;
 
 /// Default `max_read` of the stream and datagram probes (tcp, udp): bytes read at most.
 pub(crate) fn default_max_read() -> usize {
@@ -61,6 +62,12 @@ pub trait Families: Clone + fmt::Debug + Send + Sync + 'static {
         let _ = shared;
         Self::register(registry)
     }
+
+    /// The families of the set that write their own text ([`Sheet`]) instead of being
+    /// registered with prometheus-client; the exposition appends them after the registry.
+    fn sheet(&self) -> Option<Arc<dyn Sheet>> {
+        None
+    }
 }
 
 /// Protocols with only the common families.
@@ -71,11 +78,14 @@ impl Families for () {
 /// Registers each [`Families`] type once and hands out clones; families are shared handles,
 /// so every clone writes the same series.
 #[derive(Default)]
-pub struct Registered(HashMap<TypeId, Box<dyn Any>>);
+pub struct Registered {
+    sets: HashMap<TypeId, Box<dyn Any>>,
+    sheets: Vec<Arc<dyn Sheet>>,
+}
 
 impl fmt::Debug for Registered {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Registered({} sets)", self.0.len())
+        write!(f, "Registered({} sets)", self.sets.len())
     }
 }
 
@@ -83,15 +93,21 @@ impl Registered {
     /// The families of type `F`, registering them on first use.
     pub fn get<F: Families>(&mut self, registry: &mut Registry) -> F {
         if let Some(f) = self
-            .0
+            .sets
             .get(&TypeId::of::<F>())
             .and_then(|b| b.downcast_ref::<F>())
         {
             return f.clone();
         }
         let f = F::register_shared(registry, self);
-        self.0.insert(TypeId::of::<F>(), Box::new(f.clone()));
+        self.sets.insert(TypeId::of::<F>(), Box::new(f.clone()));
+        self.sheets.extend(f.sheet());
         f
+    }
+
+    /// The sheets of every set registered, each once.
+    pub fn into_sheets(self) -> Vec<Arc<dyn Sheet>> {
+        self.sheets
     }
 }
 

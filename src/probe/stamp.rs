@@ -719,7 +719,7 @@ mod tests {
         }
     }
 
-    fn probe(options: Options) -> (StampProbe, Registry) {
+    fn probe(options: Options) -> (StampProbe, (Registry, ProbeMetrics)) {
         let mut reg = Registry::default();
         let metrics = ProbeMetrics::register(&mut reg);
         let labels: Labels = vec![("service".into(), "stamp".into())];
@@ -732,7 +732,7 @@ mod tests {
             },
             &metrics.stamp,
         );
-        (p, reg)
+        (p, (reg, metrics))
     }
 
     fn target() -> Target {
@@ -741,10 +741,8 @@ mod tests {
         }
     }
 
-    fn text(reg: &Registry) -> String {
-        let mut t = String::new();
-        prometheus_client::encoding::text::encode(&mut t, reg).unwrap();
-        t
+    fn text(reg: &(Registry, ProbeMetrics)) -> String {
+        reg.1.encode_with(&reg.0)
     }
 
     fn value(text: &str, name: &str) -> Option<f64> {

@@ -82,9 +82,7 @@ impl Fixture {
     }
 
     fn text(&self) -> String {
-        let mut t = String::new();
-        prometheus_client::encoding::text::encode(&mut t, &self.registry).unwrap();
-        t
+        self.metrics.encode_with(&self.registry)
     }
 }
 
@@ -109,7 +107,7 @@ async fn loopback_round(s: Arc<IcmpSocket>, host: &str) {
     // Under 50 ms of RTT and jitter with no loss, R stays above 93.2 − 160/40.
     let mos: f64 = text
         .lines()
-        .find_map(|l| l.strip_prefix("mos{host=\"h\"} "))
+        .find_map(|l| l.strip_prefix("netmon_mos{host=\"h\"} "))
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no mos in {text}"));
     assert!(mos > 4.3 && mos < 4.41, "{text}");
@@ -423,8 +421,8 @@ async fn no_reply_is_loss_with_full_loss_ratio() {
         "{text}"
     );
     assert!(text.contains("packet_loss_ratio{host=\"h\"} 1.0"), "{text}");
-    assert!(text.contains("\nr_factor{host=\"h\"} 0.0"), "{text}");
-    assert!(text.contains("\nmos{host=\"h\"} 1.0"), "{text}");
+    assert!(text.contains("\nnetmon_r_factor{host=\"h\"} 0.0"), "{text}");
+    assert!(text.contains("\nnetmon_mos{host=\"h\"} 1.0"), "{text}");
     assert!(s.table.waiters.lock().unwrap().is_empty());
 }
 
