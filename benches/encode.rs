@@ -4,14 +4,18 @@
 //! families), the median encode time over several runs and the text size; then it encodes
 //! 100k series in a loop on one thread while another thread updates the services' gauges and
 //! counters as probes do, and reports the update rate with and without concurrent scrapes.
-//! It also times gzip of the 100k-service text at a few levels.
+//! It also times gzip of the 100k-service text at a few levels, and encodes the mix of the
+//! scale bench (a third each ICMP with the packet families and the default 17-bucket RTT
+//! histogram, TCP and UDP; about 1.3 M series at 100k services) with and without gzip.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use netmon::base::labels::Labels;
+use netmon::base::round::Round;
 use netmon::metrics::{Metrics, ServiceMetrics};
+use netmon::probe::packets::{DEFAULT_RTT_BUCKETS, Handles};
 
 fn services(m: &Metrics, n: usize) -> Vec<ServiceMetrics> {
     (0..n)
@@ -32,6 +36,39 @@ fn services(m: &Metrics, n: usize) -> Vec<ServiceMetrics> {
             s
         })
         .collect()
+}
+
+/// `n` services as the scale bench runs them: every third an ICMP service with its packet
+/// series and a recorded round of three replies, the others TCP and UDP.
+fn mix(m: &Metrics, n: usize) -> (Vec<ServiceMetrics>, Vec<Handles>) {
+    let mut common = Vec::with_capacity(n);
+    let mut packets = Vec::new();
+    for i in 0..n {
+        let protocol = ["icmp", "tcp", "udp"][i % 3];
+        let labels: Labels = vec![
+            (
+                "host".into(),
+                format!("127.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255),
+            ),
+            ("protocol".into(), protocol.into()),
+            ("service".into(), format!("{protocol}-{i}")),
+        ];
+        let s = m.service(labels.clone());
+        s.up.set(1.0);
+        s.latency.set(0.000_123 * (i % 100) as f64);
+        s.probes.inc_by(i as u64);
+        if protocol == "icmp" {
+            let h = m.probe.icmp.handles(&labels, Some(&DEFAULT_RTT_BUCKETS));
+            let us = (i % 900) as u64 + 40;
+            h.record(&Round {
+                sent: 3,
+                rtts: [us, us + 7, us + 3].map(Duration::from_micros).to_vec(),
+            });
+            packets.push(h);
+        }
+        common.push(s);
+    }
+    (common, packets)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -61,6 +98,37 @@ fn main() {
             median(text_runs).as_secs_f64() * 1e3,
             median(om_runs).as_secs_f64() * 1e3,
             size as f64 / 1e6
+        );
+    }
+
+    println!(
+        "mix: services, series, median ms (prometheus text), median ms (openmetrics), median ms (text + gzip), MB, MB gzipped"
+    );
+    for n in [10_000, 100_000] {
+        let m = Metrics::new();
+        let _s = mix(&m, n);
+        let (mut text_runs, mut om_runs, mut gz_runs) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut size, mut zipped) = (0, 0);
+        for _ in 0..5 {
+            let t = Instant::now();
+            size = m.encode(false).expect("encode").len();
+            text_runs.push(t.elapsed());
+            let t = Instant::now();
+            m.encode(true).expect("encode");
+            om_runs.push(t.elapsed());
+            let t = Instant::now();
+            let text = m.encode(false).expect("encode");
+            zipped = netmon::metrics::gzip(text.as_bytes()).expect("gzip").len();
+            gz_runs.push(t.elapsed());
+        }
+        println!(
+            "mix: {n:>7} services, {:>8} series, {:>8.1} ms, {:>8.1} ms, {:>8.1} ms, {:>7.2} MB, {:>6.2} MB",
+            size_of_series(&m),
+            median(text_runs).as_secs_f64() * 1e3,
+            median(om_runs).as_secs_f64() * 1e3,
+            median(gz_runs).as_secs_f64() * 1e3,
+            size as f64 / 1e6,
+            zipped as f64 / 1e6
         );
     }
 

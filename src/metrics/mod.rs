@@ -571,3 +571,110 @@ mod tests {
         assert!(text.contains("\nnetmon_runtime_tasks 1\n"), "{text}");
     }
 }
+
+#[cfg(test)]
+mod writer_tests {
+    use super::*;
+    use prometheus_client::metrics::counter::Counter as PcCounter;
+    use prometheus_client::metrics::family::Family as PcFamily;
+
+    use crate::base::labels::with_label;
+
+    /// The common families as they were registered with prometheus-client before they had a
+    /// writer of their own, with the same values: the exposition must not have changed.
+    #[test]
+    fn the_common_families_read_as_prometheus_client_wrote_them() {
+        let mut reg = Registry::default();
+        let ns = reg.sub_registry_with_prefix("netmon");
+        let gauge = PcFamily::<Labels, FGauge>::default;
+        let (up, latency, duration, last) = (gauge(), gauge(), gauge(), gauge());
+        let probes = PcFamily::<Labels, PcCounter>::default();
+        let failures = PcFamily::<Labels, PcCounter>::default();
+        ns.register(
+            "up",
+            "Whether the last probe of the service succeeded (1) or not (0)",
+            up.clone(),
+        );
+        ns.register_with_unit(
+            "latency",
+            "Latency of the last successful probe; what it measures depends on the protocol",
+            Unit::Seconds,
+            latency.clone(),
+        );
+        ns.register_with_unit(
+            "probe_duration",
+            "Wall time of the last probe, failed or not",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        ns.register("probes", "Probes run", probes.clone());
+        ns.register(
+            "probe_failures",
+            "Failed probes by reason",
+            failures.clone(),
+        );
+        ns.register_with_unit(
+            "last_probe_timestamp",
+            "Unix time when the last probe finished",
+            Unit::Seconds,
+            last.clone(),
+        );
+
+        let m = Metrics::new();
+        let mut kept = Vec::new();
+        for (i, host) in ["a", "b\"c", "d"].into_iter().enumerate() {
+            let labels: Labels = vec![
+                ("host".into(), host.into()),
+                ("protocol".into(), "tcp".into()),
+                ("service".into(), "tcp:22".into()),
+                ("site".into(), "x\\y".into()),
+            ];
+            let s = m.service(labels.clone());
+            let v = 0.25 * i as f64;
+            s.up.set(v);
+            up.get_or_create(&labels).set(v);
+            s.latency.set(v / 3.0);
+            latency.get_or_create(&labels).set(v / 3.0);
+            s.duration.set(1e-7);
+            duration.get_or_create(&labels).set(1e-7);
+            s.last.set(1_764_000_000.5);
+            last.get_or_create(&labels).set(1_764_000_000.5);
+            s.probes.inc_by(i as u64);
+            probes.get_or_create(&labels).inc_by(i as u64);
+            for _ in 0..=i {
+                s.failed(Reason::Dns);
+                failures
+                    .get_or_create(&with_label(&labels, "reason", "dns"))
+                    .inc();
+            }
+            kept.push(s);
+        }
+        for openmetrics in [false, true] {
+            let mut expected = String::new();
+            if openmetrics {
+                prometheus_client::encoding::text::encode(&mut expected, &reg).unwrap();
+            } else {
+                prometheus_client::encoding::prometheus_text::encode(&mut expected, &reg).unwrap();
+            }
+            let ours = m.encode(openmetrics).unwrap();
+            let samples = |text: &str| -> Vec<String> {
+                let mut v: Vec<String> = text
+                    .lines()
+                    .filter(|l| l.contains("tcp:22"))
+                    .map(String::from)
+                    .collect();
+                v.sort();
+                v
+            };
+            assert_eq!(samples(&ours), samples(&expected), "{ours}");
+            let heads: Vec<&str> = ours.lines().filter(|l| l.starts_with('#')).collect();
+            let expected_heads: Vec<&str> =
+                expected.lines().filter(|l| l.starts_with('#')).collect();
+            let mut at = heads.iter();
+            for h in &expected_heads {
+                assert!(at.any(|o| o == h), "{h} missing or out of order in\n{ours}");
+            }
+            assert!(ours.contains("netmon_probe_failures_total{host=\"b\\\"c\","));
+        }
+    }
+}
