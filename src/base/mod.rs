@@ -1,6 +1,7 @@
 //! Leaf building blocks every other layer uses and which use nothing of netmon: config value
-//! types, name hints, label sets, probe outcomes, packet rounds and their quality estimates, name
-//! resolution, listening sockets and the escaping of received bytes for messages.
+//! types, name hints, label sets, per-service series and their exposition writer, probe
+//! outcomes, packet rounds and their quality estimates, name resolution, listening sockets and
+//! the escaping of received bytes for messages.
 
 pub mod escape;
 pub mod hint;

@@ -5,6 +5,10 @@
 //! Families are registered once, at start-up. Each service fetches its own handles
 //! ([`ServiceMetrics`]) when it starts, so a probe result updates atomics and never takes the
 //! family lock a scrape holds while encoding; the series are removed when the service stops.
+//! The common families and the probes' packet families, most of the lines at scale, are not
+//! prometheus-client families: they are rows written by netmon's own exposition writer
+//! (`base::series`), which renders a service's labels once when it starts; the exposition is
+//! the registry's encoding followed by theirs.
 //! [`Encoder`] (`encoder.rs`) encodes for `/metrics` on a thread of its own, gzips there when
 //! asked, and shares one encoding among the scrapes that arrive together.
 
