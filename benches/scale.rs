@@ -9,6 +9,8 @@
 //! without and with `Accept-Encoding: gzip` (time and body size of each). MIX is a comma
 //! list of protocols to cycle through (default `tcp`; `icmp`, `udp` where supported); DEFAULTS
 //! adds keys to the config's `defaults:` (e.g. `"rtt_histogram: false"`).
+//! The encoder thread's CPU per scrape is reported beside the scrapes' wall time.
+//! `NETMON_BIN=path` runs that binary instead of this tree's release build.
 //! Every load is bounded by SECONDS and stops by itself.
 
 use std::io::{Read, Write};
@@ -120,6 +122,28 @@ fn proc_stat(pid: u32) -> (f64, f64) {
     ((ticks(11) + ticks(12)) / 100.0, rss_kb / 1024.0)
 }
 
+/// CPU seconds of the thread named `metrics-encode` (the `/metrics` encoder and its gzip), so
+/// a scrape's own CPU can be told from its wall time, which also holds the wait for a core and
+/// the transfer.
+fn encoder_cpu(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    for t in tasks.flatten() {
+        let dir = t.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim() != "metrics-encode" {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        let rest = stat.rfind(')').map_or("", |i| &stat[i + 2..]);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        return (ticks(11) + ticks(12)) / 100.0;
+    }
+    0.0
+}
+
 /// The 1, 5 and 15 minute load averages: other work on the machine skews the figures.
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -198,7 +222,12 @@ fn main() {
         let l = TcpListener::bind("127.0.0.1:0").expect("port");
         l.local_addr().expect("addr").to_string()
     };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_netmon"))
+    // NETMON_BIN runs another build (e.g. an older one) under the same load.
+    let binary = std::env::var_os("NETMON_BIN").map_or_else(
+        || env!("CARGO_BIN_EXE_netmon").into(),
+        std::path::PathBuf::from,
+    );
+    let mut child = Command::new(binary)
         .arg("--config.file")
         .arg(&cfg_path)
         .args(["--web.listen-address", &listen, "--log.level", "warn"])
@@ -212,6 +241,7 @@ fn main() {
     std::thread::sleep(Duration::from_secs(5 + interval));
     let first = http_get(&listen, "/metrics");
     let (cpu0, _) = proc_stat(pid);
+    let enc0 = encoder_cpu(pid);
     let load0 = loadavg();
     let t0 = Instant::now();
     // Scrapes alternate between identity and gzip (as Prometheus asks), one a second.
@@ -233,6 +263,7 @@ fn main() {
         std::thread::sleep(Duration::from_secs(1).saturating_sub(t.elapsed()));
     }
     let (cpu1, rss) = proc_stat(pid);
+    let enc1 = encoder_cpu(pid);
     let wall = t0.elapsed().as_secs_f64();
     let last = http_get(&listen, "/metrics");
     let _ = child.kill();
@@ -275,5 +306,11 @@ fn main() {
         "  scrape gzip       median {g50:.1} ms, max {gmax:.1} ms ({gzip_n} scrapes), {:.2} MB{}",
         bytes[1] as f64 / 1e6,
         if gzipped { "" } else { " (sent uncompressed)" }
+    );
+    println!(
+        "  encoder thread    {:.2} s of CPU = {:.0} ms per scrape ({} scrapes, half gzipped)",
+        enc1 - enc0,
+        1e3 * (enc1 - enc0) / (plain_n + gzip_n).max(1) as f64,
+        plain_n + gzip_n
     );
 }

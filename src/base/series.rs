@@ -131,11 +131,47 @@ impl Counter {
     }
 }
 
+/// A histogram's upper bounds (ascending, finite; `+Inf` is implicit) and their `le` label
+/// values in both formats, rendered once and shared by every histogram made with them.
+#[derive(Debug, PartialEq)]
+pub struct Bounds {
+    values: Box<[f64]>,
+    prometheus: Box<[Box<str>]>,
+    openmetrics: Box<[Box<str>]>,
+}
+
+impl Bounds {
+    /// `values` without the non-finite ones, as prometheus-client drops them.
+    pub fn new(values: &[f64]) -> Self {
+        let values: Box<[f64]> = values.iter().copied().filter(|b| b.is_finite()).collect();
+        let prometheus = values
+            .iter()
+            .map(|b| {
+                let mut s = String::new();
+                go_float(&mut s, *b);
+                s.into_boxed_str()
+            })
+            .collect();
+        let mut buf = dtoa::Buffer::new();
+        let openmetrics = values.iter().map(|b| buf.format(*b).into()).collect();
+        Bounds {
+            values,
+            prometheus,
+            openmetrics,
+        }
+    }
+
+    /// The bounds.
+    pub fn values(&self) -> &[f64] {
+        &self.values
+    }
+}
+
 /// A histogram with the upper bounds it was made with and an implicit `+Inf` bucket. One lock
 /// per histogram, as prometheus-client's, so a scrape never sees a count without its sum.
 #[derive(Debug)]
 pub struct Histogram {
-    bounds: Arc<[f64]>,
+    bounds: Arc<Bounds>,
     inner: Mutex<Counts>,
 }
 
@@ -148,14 +184,9 @@ struct Counts {
 }
 
 impl Histogram {
-    /// A histogram with `bounds` (ascending; non-finite ones are dropped, as `+Inf` is implicit).
-    pub fn new(bounds: Arc<[f64]>) -> Self {
-        let bounds: Arc<[f64]> = if bounds.iter().all(|b| b.is_finite()) {
-            bounds
-        } else {
-            bounds.iter().copied().filter(|b| b.is_finite()).collect()
-        };
-        let buckets = vec![0; bounds.len() + 1].into_boxed_slice();
+    /// A histogram with `bounds`.
+    pub fn new(bounds: Arc<Bounds>) -> Self {
+        let buckets = vec![0; bounds.values.len() + 1].into_boxed_slice();
         Histogram {
             bounds,
             inner: Mutex::new(Counts {
@@ -171,11 +202,11 @@ impl Histogram {
         let mut c = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         c.sum += v;
         c.count += 1;
-        let i = self.bounds.iter().position(|b| *b >= v);
+        let i = self.bounds.values.iter().position(|b| *b >= v);
         let i = match i {
             Some(i) => Some(i),
             // `+Inf` holds everything but NaN.
-            None if !v.is_nan() => Some(self.bounds.len()),
+            None if !v.is_nan() => Some(self.bounds.values.len()),
             None => None,
         };
         if let Some(i) = i {
@@ -248,6 +279,29 @@ impl<R> Rows<R> {
     }
 }
 
+/// The size of each family's text at the last scrape, so the next one reserves its buffers
+/// once instead of growing them on the way to megabytes.
+#[derive(Debug, Clone, Default)]
+pub struct Sizes(Arc<Mutex<Vec<usize>>>);
+
+impl Sizes {
+    /// `N` empty buffers, each reserved at its family's last size and an eighth.
+    pub fn buffers<const N: usize>(&self) -> [String; N] {
+        let last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        std::array::from_fn(|i| {
+            let n = last.get(i).copied().unwrap_or(0);
+            String::with_capacity(n + n / 8)
+        })
+    }
+
+    /// Remembers the sizes of `buffers` for the next scrape.
+    pub fn remember(&self, buffers: &[String]) {
+        let mut last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        last.clear();
+        last.extend(buffers.iter().map(String::len));
+    }
+}
+
 /// A family set that writes its own text into the exposition.
 pub trait Sheet: Send + Sync + fmt::Debug {
     /// Writes every family of the set that has series: `# HELP`/`# TYPE` once, then a line
@@ -284,6 +338,22 @@ impl<'a> Writer<'a> {
     /// The format being written.
     pub fn format(&self) -> Format {
         self.format
+    }
+
+    /// A writer in the same format appending to `out`: a sheet writes each family into a
+    /// buffer of its own in one pass over its rows, so each row is read once rather than once
+    /// per family (at 100,000 services the rows are scattered over the heap, and reading them
+    /// is what a pass costs), then appends the buffers with [`Writer::family`].
+    pub fn to<'b>(&self, out: &'b mut String) -> Writer<'b> {
+        Writer::new(out, self.format)
+    }
+
+    /// `# HELP`/`# TYPE` of `f` and its lines from `lines`, unless there are none.
+    pub fn family(&mut self, f: &Family, lines: &str) {
+        if !lines.is_empty() {
+            self.head(f);
+            self.out.push_str(lines);
+        }
     }
 
     fn name(&mut self, f: &Family) {
@@ -389,23 +459,22 @@ impl<'a> Writer<'a> {
             self.sum_count(f, labels, sum, count);
         }
         let mut cumulative = 0;
-        let mut le = dtoa::Buffer::new();
+        let les = if om {
+            &h.bounds.openmetrics
+        } else {
+            &h.bounds.prometheus
+        };
         for (i, n) in buckets.iter().enumerate() {
             cumulative += n;
             self.name(f);
             self.out.push_str("_bucket{");
-            let bound = h.bounds.get(i).copied();
             let service = labels.as_str();
             if !om && !service.is_empty() {
                 self.out.push_str(service);
                 self.out.push(',');
             }
             self.out.push_str("le=\"");
-            match bound {
-                None => self.out.push_str("+Inf"),
-                Some(b) if om => self.out.push_str(le.format(b)),
-                Some(b) => go_float(self.out, b),
-            }
+            self.out.push_str(les.get(i).map_or("+Inf", |l| l));
             self.out.push('"');
             if om && !service.is_empty() {
                 self.out.push(',');
@@ -538,7 +607,7 @@ mod tests {
         let hosts = ["a", "b\"q\\\nz", "ünï"];
         let values = [1.0, 0.000_123, f64::NAN, f64::INFINITY, 1e21, -0.5];
         const BOUNDS: [f64; 6] = [0.00003, 0.0001, 0.25, 1.0, 2.0, 1e7];
-        let bounds: Arc<[f64]> = Arc::from(BOUNDS.to_vec());
+        let bounds = Arc::new(Bounds::new(&BOUNDS));
         let observed = [0.0, 0.00005, 0.2, 1.0, 5.0, 1e9];
 
         let mut reg = Registry::default();
@@ -670,7 +739,7 @@ mod tests {
         let none = LabelText::new(&Vec::new());
         w.gauge(&UP, &none, 1.0);
         w.counter(&PROBES, &none, Some(("reason", "dns")), 2);
-        let h = Histogram::new(Arc::from(vec![1.0]));
+        let h = Histogram::new(Arc::new(Bounds::new(&[1.0, f64::INFINITY])));
         h.observe(f64::NAN);
         w.histogram(&RTT, &none, &h);
         assert_eq!(

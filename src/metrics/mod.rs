@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::base::labels::{FGauge, Labels};
 use crate::base::series::{
-    self, Counter, Family, Format, Gauge as FloatGauge, Kind, LabelText, Rows, Sheet, Writer,
+    self, Counter, Family, Format, Gauge as FloatGauge, Kind, LabelText, Rows, Sheet, Sizes, Writer,
 };
 
 pub mod discovery;
@@ -50,6 +50,7 @@ pub const REVISION: &str = match option_env!("NETMON_GIT_REVISION") {
 #[derive(Debug, Clone, Default)]
 pub struct Common {
     rows: Rows<ServiceSeries>,
+    sizes: Sizes,
 }
 
 const UP: Family = Family {
@@ -113,39 +114,36 @@ impl Sheet for Common {
         if rows.is_empty() {
             return;
         }
-        type Value = fn(&ServiceSeries) -> f64;
-        let gauges: [(&Family, Value); 3] = [
-            (&UP, |s| s.up.get()),
-            (&LATENCY, |s| s.latency.get()),
-            (&DURATION, |s| s.duration.get()),
-        ];
-        // Registration order of the families before they had a writer of their own.
-        for (family, value) in gauges {
-            w.head(family);
+        // The order the families had when prometheus-client wrote them.
+        let families = [&UP, &LATENCY, &DURATION, &PROBES, &FAILURES, &LAST];
+        let mut lines = self.sizes.buffers::<6>();
+        {
+            let [
+                mut up,
+                mut latency,
+                mut duration,
+                mut probes,
+                mut failures,
+                mut last,
+            ] = lines.each_mut().map(|b| w.to(b));
             for (labels, s) in rows.iter() {
-                w.gauge(family, labels, value(s));
-            }
-        }
-        w.head(&PROBES);
-        for (labels, s) in rows.iter() {
-            w.counter(&PROBES, labels, None, s.probes.get());
-        }
-        let failed = |s: &ServiceSeries| s.failures.iter().any(|c| c.get() > 0);
-        if rows.values().any(|s| failed(s)) {
-            w.head(&FAILURES);
-            for (labels, s) in rows.iter() {
+                up.gauge(&UP, labels, s.up.get());
+                latency.gauge(&LATENCY, labels, s.latency.get());
+                duration.gauge(&DURATION, labels, s.duration.get());
+                probes.counter(&PROBES, labels, None, s.probes.get());
                 for (reason, c) in Reason::ALL.iter().zip(&s.failures) {
                     let n = c.get();
                     if n > 0 {
-                        w.counter(&FAILURES, labels, Some(("reason", reason.as_str())), n);
+                        failures.counter(&FAILURES, labels, Some(("reason", reason.as_str())), n);
                     }
                 }
+                last.gauge(&LAST, labels, s.last.get());
             }
         }
-        w.head(&LAST);
-        for (labels, s) in rows.iter() {
-            w.gauge(&LAST, labels, s.last.get());
+        for (family, text) in families.into_iter().zip(&lines) {
+            w.family(family, text);
         }
+        self.sizes.remember(&lines);
     }
 }
 

@@ -19,7 +19,7 @@ use crate::base::labels::Labels;
 use crate::base::quality::Quality;
 use crate::base::round::Round;
 use crate::base::series::{
-    Counter, Family, Gauge, Histogram, Kind, LabelText, Rows, Sheet, Writer,
+    Bounds, Counter, Family, Gauge, Histogram, Kind, LabelText, Rows, Sheet, Sizes, Writer,
 };
 use crate::probe::shape::Families;
 
@@ -107,7 +107,8 @@ pub struct Metrics {
     rows: Rows<Series>,
     /// The bounds of the last series made, shared by the next one with the same bounds, so
     /// 100,000 services with the default buckets hold one copy of them.
-    bounds: Arc<Mutex<Option<Arc<[f64]>>>>,
+    bounds: Arc<Mutex<Option<Arc<Bounds>>>>,
+    sizes: Sizes,
 }
 
 impl Metrics {
@@ -117,12 +118,13 @@ impl Metrics {
         Metrics::default()
     }
 
-    fn shared_bounds(&self, buckets: &[f64]) -> Arc<[f64]> {
+    fn shared_bounds(&self, buckets: &[f64]) -> Arc<Bounds> {
         let mut last = self.bounds.lock().unwrap_or_else(PoisonError::into_inner);
+        let wanted = Bounds::new(buckets);
         match last.as_ref() {
-            Some(b) if **b == *buckets => b.clone(),
+            Some(b) if **b == wanted => b.clone(),
             _ => {
-                let b: Arc<[f64]> = Arc::from(buckets);
+                let b = Arc::new(wanted);
                 *last = Some(b.clone());
                 b
             }
@@ -157,35 +159,34 @@ impl Sheet for Metrics {
             return;
         }
         // The order prometheus-client had them in when they were registered there.
-        if rows.values().any(|s| s.rtt.is_some()) {
-            w.head(&RTT);
+        let families = [&RTT, &SENT, &RECEIVED, &LOSS, &JITTER, &R_FACTOR, &MOS];
+        let mut lines = self.sizes.buffers::<7>();
+        {
+            let [
+                mut rtt,
+                mut sent,
+                mut received,
+                mut loss,
+                mut jitter,
+                mut r_factor,
+                mut mos,
+            ] = lines.each_mut().map(|b| w.to(b));
             for (labels, s) in rows.iter() {
                 if let Some(h) = &s.rtt {
-                    w.histogram(&RTT, labels, h);
+                    rtt.histogram(&RTT, labels, h);
                 }
+                sent.counter(&SENT, labels, None, s.sent.get());
+                received.counter(&RECEIVED, labels, None, s.received.get());
+                loss.gauge(&LOSS, labels, s.loss.get());
+                jitter.gauge(&JITTER, labels, s.jitter.get());
+                r_factor.gauge(&R_FACTOR, labels, s.r_factor.get());
+                mos.gauge(&MOS, labels, s.mos.get());
             }
         }
-        type Count = fn(&Series) -> &Counter;
-        let counters: [(&Family, Count); 2] = [(&SENT, |s| &s.sent), (&RECEIVED, |s| &s.received)];
-        for (family, counter) in counters {
-            w.head(family);
-            for (labels, s) in rows.iter() {
-                w.counter(family, labels, None, counter(s).get());
-            }
+        for (family, text) in families.into_iter().zip(&lines) {
+            w.family(family, text);
         }
-        type Value = fn(&Series) -> &Gauge;
-        let gauges: [(&Family, Value); 4] = [
-            (&LOSS, |s| &s.loss),
-            (&JITTER, |s| &s.jitter),
-            (&R_FACTOR, |s| &s.r_factor),
-            (&MOS, |s| &s.mos),
-        ];
-        for (family, gauge) in gauges {
-            w.head(family);
-            for (labels, s) in rows.iter() {
-                w.gauge(family, labels, gauge(s).get());
-            }
-        }
+        self.sizes.remember(&lines);
     }
 }
 
