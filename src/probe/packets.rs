@@ -98,7 +98,7 @@ struct Series {
 
 /// The packet families: `netmon_rtt_seconds`, `netmon_packets_{sent,received}_total`,
 /// `netmon_packet_loss_ratio`, `netmon_rtt_jitter_seconds`, `netmon_r_factor` and
-/// `netmon_mos`, one row per service, written by [`series::Writer`] (a [`Sheet`]).
+/// `netmon_mos`, one row per service, written by [`Writer`] (a [`Sheet`]).
 ///
 /// Each series of `netmon_rtt_seconds` carries the buckets its service was started with; the
 /// exposition formats allow that: buckets are per series.
