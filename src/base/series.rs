@@ -340,10 +340,11 @@ impl<'a> Writer<'a> {
         self.format
     }
 
-    /// A writer in the same format appending to `out`: a sheet writes each family into a
-    /// buffer of its own in one pass over its rows, so each row is read once rather than once
-    /// per family (at 100,000 services the rows are scattered over the heap, and reading them
-    /// is what a pass costs), then appends the buffers with [`Writer::family`].
+    /// A writer in the same format appending to `out`: a sheet writes its largest family
+    /// straight into the output and each other one into a buffer of its own, in one pass over
+    /// its rows, so each row is read once rather than once per family (at 100,000 services
+    /// the rows are scattered over the heap, and reading them is what a pass costs), then
+    /// appends the buffers with [`Writer::family`].
     pub fn to<'b>(&self, out: &'b mut String) -> Writer<'b> {
         Writer::new(out, self.format)
     }

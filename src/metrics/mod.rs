@@ -114,12 +114,14 @@ impl Sheet for Common {
         if rows.is_empty() {
             return;
         }
-        // The order the families had when prometheus-client wrote them.
-        let families = [&UP, &LATENCY, &DURATION, &PROBES, &FAILURES, &LAST];
-        let mut lines = self.sizes.buffers::<6>();
+        // The order the families had when prometheus-client wrote them. The first goes
+        // straight into the output, the others into buffers of their own: fresh memory
+        // written and copied costs more than the lines themselves at this size.
+        w.head(&UP);
+        let families = [&LATENCY, &DURATION, &PROBES, &FAILURES, &LAST];
+        let mut lines = self.sizes.buffers::<5>();
         {
             let [
-                mut up,
                 mut latency,
                 mut duration,
                 mut probes,
@@ -127,7 +129,7 @@ impl Sheet for Common {
                 mut last,
             ] = lines.each_mut().map(|b| w.to(b));
             for (labels, s) in rows.iter() {
-                up.gauge(&UP, labels, s.up.get());
+                w.gauge(&UP, labels, s.up.get());
                 latency.gauge(&LATENCY, labels, s.latency.get());
                 duration.gauge(&DURATION, labels, s.duration.get());
                 probes.counter(&PROBES, labels, None, s.probes.get());
