@@ -10,7 +10,8 @@
 //! list of protocols to cycle through (default `tcp`; `icmp`, `udp` where supported); DEFAULTS
 //! adds keys to the config's `defaults:` (e.g. `"rtt_histogram: false"`).
 //! The encoder thread's CPU per scrape is reported beside the scrapes' wall time.
-//! `NETMON_BIN=path` runs that binary instead of this tree's release build.
+//! `NETMON_BIN=path` runs that binary instead of this tree's release build; `SCALE_ARGS`
+//! adds flags to its command line (e.g. `--probes.max-in-flight 16384`).
 //! `SCALE_DISCOVERY=1` gives the targets through file_sd files (one `discovery:` source per
 //! protocol of MIX, icmp and tcp only) instead of the config file, whose 16 MiB cap holds
 //! about 400,000 services; measuring starts once every source's targets are applied.
@@ -270,6 +271,11 @@ fn main() {
         .arg("--config.file")
         .arg(&cfg_path)
         .args(["--web.listen-address", &listen, "--log.level", "warn"])
+        .args(
+            std::env::var("SCALE_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .stdout(Stdio::null())
         .spawn()
         .expect("start netmon");
