@@ -209,6 +209,13 @@ fn lowercase_first(s: &str) -> String {
     }
 }
 
+/// How long a probe that decides by itself when to stop waiting (a round of packets, UDP
+/// silence, a traceroute) may wait: 90% of the service timeout, so it can still report what it
+/// saw before the runner's timeout drops it.
+pub fn wait_budget(timeout: Duration) -> Duration {
+    timeout.mul_f64(0.9)
+}
+
 /// What a protocol's constructor gets besides its options and families.
 #[derive(Debug)]
 pub struct Context<'a> {

@@ -40,7 +40,7 @@ use crate::base::rxtime;
 use crate::base::values::{Duration as ConfigDuration, IpPreference};
 use crate::echo::client;
 use crate::probe::packets::{self, Handles};
-use crate::probe::shape::{BuildError, Context, Definition, Families, PortRule, Probe, Registered};
+use crate::probe::shape::{BuildError, Context, Definition, Families, PortRule, Probe, Registered, wait_budget};
 use crate::stamp::wire::{self, ErrorEstimate, ReflectorPacket, SenderPacket, Timestamp};
 
 fn default_count() -> u64 {
@@ -141,7 +141,7 @@ impl Options {
     }
 
     fn check_fits(&self, timeout: Duration) -> Result<(), String> {
-        let budget = budget(timeout);
+        let budget = wait_budget(timeout);
         if self.sending() >= budget {
             return Err(format!(
                 "count {} x packet_interval {} does not fit in the timeout {} (the round must end by {}, 90% of it): lower count or packet_interval, or raise the timeout",
@@ -153,12 +153,6 @@ impl Options {
         }
         Ok(())
     }
-}
-
-/// How long a round may last: 90% of the service timeout, so it can still report what it saw
-/// before the runner's timeout drops it.
-fn budget(timeout: Duration) -> Duration {
-    timeout.mul_f64(0.9)
 }
 
 /// The `netmon_stamp_*` families, registered once.
@@ -477,7 +471,7 @@ impl StampProbe {
     pub fn new(options: Options, ctx: &Context<'_>, metrics: &Metrics) -> Self {
         StampProbe {
             options,
-            budget: budget(ctx.timeout),
+            budget: wait_budget(ctx.timeout),
             packets: metrics.packets.handles(ctx.labels, ctx.rtt_buckets),
             stamp: StampHandles::new(&metrics.stamp, ctx.labels),
         }

@@ -24,7 +24,7 @@ use crate::base::udp;
 use crate::base::outcome::{Failure, Outcome, Reason, Success, Target};
 use crate::base::resolve;
 use crate::base::values::{IpPreference, Regex};
-use crate::probe::shape::{BuildError, Context, Definition, PortRule, Probe};
+use crate::probe::shape::{BuildError, Context, Definition, PortRule, Probe, wait_budget};
 
 fn is_false(b: &bool) -> bool {
     !*b
@@ -120,13 +120,6 @@ fn decode_hex(hex: &str) -> Result<Vec<u8>, String> {
                 })
         })
         .collect()
-}
-
-/// How long the probe waits for a reply: 90% of the service timeout, so silence can be
-/// reported (up with `silence_is_up`, else down with reason `timeout`) before the runner's
-/// timeout drops the probe.
-fn wait_budget(timeout: Duration) -> Duration {
-    timeout.mul_f64(0.9)
 }
 
 /// The `udp` protocol in the table of protocols.

@@ -52,7 +52,7 @@ use crate::base::resolve;
 use crate::base::values::{Duration, IpPreference};
 use crate::base::round::Round;
 use crate::probe::packets::{Handles, Metrics};
-use crate::probe::shape::{BuildError, Context, Definition, PortRule, Probe};
+use crate::probe::shape::{BuildError, Context, Definition, PortRule, Probe, wait_budget};
 
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
@@ -152,12 +152,6 @@ impl Options {
         }
         Ok(())
     }
-}
-
-/// How long a probe waits for replies: 90% of the service timeout, so it can still report the
-/// round (packets, loss, the reason) before the runner's timeout drops it.
-fn wait_budget(timeout: StdDuration) -> StdDuration {
-    timeout.mul_f64(0.9)
 }
 
 

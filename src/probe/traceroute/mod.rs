@@ -39,7 +39,7 @@ use crate::base::outcome::{Failure, Outcome, Reason, Success, Target};
 use crate::base::resolve;
 use crate::base::round::Round;
 use crate::base::values::{Duration, IpPreference};
-use crate::probe::shape::{BuildError, Context, Definition, Families, PortRule, Probe};
+use crate::probe::shape::{BuildError, Context, Definition, Families, PortRule, Probe, wait_budget};
 
 pub use socket::{Method, OpenError};
 use socket::{Answer, RoundSocket, What};
@@ -180,12 +180,6 @@ impl Options {
         self.hop_timeout
             .map_or(DEFAULT_HOP_TIMEOUT.min(budget), |t| t.0)
     }
-}
-
-/// How long a round may take: 90% of the service timeout, so it can still report what it saw
-/// before the runner's timeout drops it.
-fn wait_budget(timeout: StdDuration) -> StdDuration {
-    timeout.mul_f64(0.9)
 }
 
 /// The traceroute families, registered once.
