@@ -1,14 +1,11 @@
 //! `netmon echo-server`: the echo server on its own, with an optional `/metrics` of its own.
 
+use crate::cmd::standalone::{serve_until_stopped, wind_down};
 use crate::echo::server::EchoServer;
 use crate::echo::server::metrics::Metrics;
 use crate::echo::settings::Settings;
 use prometheus_client::registry::Registry;
-use std::sync::Arc;
-use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
 
 /// `netmon echo-server`: runs the server until SIGINT/SIGTERM, with its own `/metrics` on
 /// `metrics_address` when given.
@@ -18,102 +15,17 @@ pub async fn run(settings: Settings, metrics_address: Option<&str>) -> anyhow::R
     let token = CancellationToken::new();
     let mut registry = Registry::default();
     let metrics = Metrics::register(registry.sub_registry_with_prefix("netmon"));
-    let web = match metrics_address {
-        Some(addr) => {
-            let listener = crate::base::listen::bind(addr).await?;
-            let local = listener
-                .local_addr()
-                .context("reading the listen address")?;
-            info!(address = %local, "serving echo server metrics at http://{local}/metrics");
-            Some(tokio::spawn(serve_metrics(
-                listener,
-                Arc::new(registry),
-                token.clone(),
-            )))
-        }
-        None => None,
-    };
+    // Before /metrics, so a /metrics that answers means the server does too.
     let server = EchoServer::start(settings, &metrics, &token).await?;
-    loop {
-        match signals.next().await {
-            crate::shutdown::Signal::Stop(name) => {
-                info!(signal = name, "stopping");
-                break;
-            }
-            // Nothing to reload: the flags are the configuration.
-            crate::shutdown::Signal::Reload => {}
-        }
-    }
+    let web = serve_until_stopped(
+        "echo server",
+        metrics_address,
+        registry,
+        &token,
+        &mut signals,
+    )
+    .await?;
     server.stop().await;
-    token.cancel();
-    if let Some(w) = web {
-        let _ = tokio::time::timeout(crate::base::listen::GRACE, w).await;
-    }
+    wind_down(&token, web).await;
     Ok(())
-}
-
-/// A minimal `/metrics` server for the standalone echo server and STAMP reflector (the
-/// monitor's `web` module serves a monitor; this serves only a registry).
-pub(crate) async fn serve_metrics(
-    listener: TcpListener,
-    registry: Arc<Registry>,
-    token: CancellationToken,
-) {
-    use bytes::Bytes;
-    use http_body_util::Full;
-    use hyper::header::{CONTENT_TYPE, HeaderValue};
-    use hyper::{Response, StatusCode};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::server::conn::auto;
-
-    let builder = auto::Builder::new(TokioExecutor::new());
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = token.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let registry = registry.clone();
-        let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            let registry = registry.clone();
-            async move {
-                let mut resp = Response::new(Full::new(Bytes::new()));
-                if req.uri().path() != "/metrics" {
-                    *resp.status_mut() = StatusCode::NOT_FOUND;
-                    *resp.body_mut() = Full::new(Bytes::from_static(b"see /metrics\n"));
-                    return Ok::<_, std::convert::Infallible>(resp);
-                }
-                let mut text = String::new();
-                if prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)
-                    .is_err()
-                {
-                    *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                    return Ok(resp);
-                }
-                *resp.body_mut() = Full::new(Bytes::from(text));
-                resp.headers_mut().insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static(
-                        prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
-                    ),
-                );
-                Ok(resp)
-            }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .into_owned();
-        let token = token.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = token.cancelled() => {}
-                _ = conn => {}
-            }
-        });
-    }
 }

@@ -6,3 +6,4 @@ pub mod echo;
 pub mod echo_server;
 pub mod serve;
 pub mod stamp_reflector;
+mod standalone;
